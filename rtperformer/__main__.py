@@ -1,0 +1,3 @@
+from rtperformer.cli import main
+
+raise SystemExit(main())

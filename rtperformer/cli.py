@@ -1,0 +1,57 @@
+"""The ``rtperformer`` command line: one sub-command per module in rtperformer/commands/.
+
+Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
+Modules are imported only when their command runs, so ``rtperformer --help`` stays fast and a command
+never pays for another's imports. A :class:`UserError` anywhere becomes one stderr line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rtperformer.errors import UserError
+
+COMMANDS = {
+    "render": "Render a MIDI file to a WAV with a PerformanceNet model.",
+    "serve": "Play live: MIDI in, streaming PerformanceNet, audio out.",
+    "devices": "List MIDI ports for each API and audio devices.",
+    "data": "Build the training corpus (rtperformer data build).",
+    "train": "Train a model from a config.",
+    "eval": "Evaluate a model on the test split.",
+    "export": "Export a model to ONNX or TensorRT next to its checkpoint.",
+    "bench": "Run a benchmark from bench/.",
+}
+
+
+def _module(name: str):
+    return importlib.import_module(f"rtperformer.commands.{name}")
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtperformer", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == chosen:
+            _module(name).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    try:
+        return int(_module(args.command).run(args) or 0)
+    except UserError as exc:
+        print(f"rtperformer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

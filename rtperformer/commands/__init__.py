@@ -1,0 +1,1 @@
+"""Sub-commands of the ``rtperformer`` command line (see rtperformer/cli.py)."""

@@ -1,0 +1,225 @@
+"""Settings as frozen dataclasses, loaded from YAML and checked against a fixed registry.
+
+Every YAML file under configs/ maps onto :class:`Config`. Its top-level keys are the section names
+below (``audio``, ``model``, ``render``, ``serve``, ``train``, ``data``) plus ``name``; each section's keys are
+the fields of its dataclass. Any other key is an error naming its dotted path, so a typo never passes
+silently. YAML is read with ``yaml.safe_load`` only; nothing in a config names a Python class.
+
+Ownership: each section belongs to one part of the code (audio/model -> rtperformer.model and dsp,
+render -> rendering and the engine, serve -> the live server, train/data -> training and corpus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import collections.abc
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from rtperformer.errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(UserError):
+    """A config file or value that does not fit the registry."""
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Sample rate and STFT of the model's spectrogram frames (centred frames, Hann window)."""
+
+    sample_rate: int = 48000
+    n_fft: int = 1024
+    hop: int = 256
+    # Features are log1p(power_scale * |S|^2): scale lifts quiet renders out of log1p's linear region.
+    power_scale: float = 1.0
+
+    @property
+    def n_bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """PerformanceNet topology.
+
+    ``form``: ``paper`` (non-causal U-Net with InstanceNorm, MaxPool and transposed convs, as published) or
+    ``streaming`` (the same topology with causal dilated convs, per-frame normalisation, explicit state).
+    ``channels``: ContourNet encoder widths after the 128-pitch input (paper: 256..4096).
+    ``onoff_channels``: on/off encoder widths (paper: 256, 512, 1024).
+    ``texture_bands``: bands of the multi-band residual blocks of TextureNet (paper: 2, 4, 8, 16).
+    ``lookahead_frames``: how many future frames an output frame may see (streaming form; 0 = causal).
+    ``velocity`` / ``expression``: extra inputs (a 128-pitch velocity roll; one CC11 expression channel).
+    """
+
+    form: str = "streaming"
+    n_pitches: int = 128
+    channels: tuple[int, ...] = (256, 512, 1024, 2048, 4096)
+    onoff_channels: tuple[int, ...] = (256, 512, 1024)
+    texture_bands: tuple[int, ...] = (2, 4, 8, 16)
+    kernel_size: int = 3
+    norm: str = "instance"
+    leaky_slope: float = 0.01
+    lookahead_frames: int = 0
+    velocity: bool = False
+    expression: bool = False
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """How frames become audio: render mode, chunking and phase reconstruction."""
+
+    mode: str = "streaming"  # streaming | window
+    phase: str = "rtpghi"  # rtpghi | rtisila | gla
+    chunk_frames: int = 64  # offline rendering chunk (bounded memory)
+    window_frames: int = 128  # window mode: length of the re-rendered pianoroll window
+    crossfade_frames: int = 4  # window mode: crossfade between consecutive chunks
+    phase_lookahead: int = 0  # RTPGHI: 0 or 1 frame
+    rtisila_lookahead: int = 3
+    rtisila_iterations: int = 4
+    gla_iterations: int = 64
+    gla_momentum: float = 0.99
+    release_seconds: float = 0.5  # silence rendered after the last note-off
+    velocity_sensitive: bool = True  # keep MIDI velocity in the input rolls
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Live server settings."""
+
+    block_size: int = 256  # audio device block (frames per callback)
+    ring_blocks: int = 8  # output ring capacity in blocks
+    target_fill_blocks: int = 2  # blocks the render thread keeps queued ahead of the callback
+    pitch_bend_range: float = 2.0  # semitones for a full bend
+    channel_map: Mapping[int, str] = field(default_factory=dict)  # MIDI channel (0-15) -> instrument
+    default_instrument: str = "violin"
+    gain: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer settings."""
+
+    loss: str = "mse"  # mse (paper) | l1 | l1_sc
+    learning_rate: float = 1e-3
+    batch_size: int = 16
+    clip_frames: int = 256
+    steps: int = 1000
+    valid_every: int = 200
+    seed: int = 0
+    num_threads: int = 0  # 0 = torch default
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Training data: which corpus and instrument."""
+
+    instrument: str = "violin"
+    corpus_dir: str = "data/corpus"
+    split_file: str = ""  # configs/splits/<instrument>.yaml
+    musicnet: str = ""  # path to a MusicNet tree or musicnet.npz (optional)
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists) that :func:`from_dict` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _coerce(path: str, hint: Any, value: Any) -> Any:
+    """Check ``value`` against a field's type hint and convert lists to tuples."""
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{path}' must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key '{path}' must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key '{path}' must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"config key '{path}' must be a string, got {value!r}")
+        return value
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{path}' must be a list, got {value!r}")
+        return tuple(_coerce(f"{path}[{i}]", item, v) for i, v in enumerate(value))
+    if origin in (collections.abc.Mapping, dict):
+        key_t, val_t = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{path}' must be a mapping, got {value!r}")
+        return {_coerce(f"{path} key", key_t, k): _coerce(f"{path}.{k}", val_t, v) for k, v in value.items()}
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"unknown config key '{path}' (known here: {known})")
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value or {}, path)
+        else:
+            kwargs[key] = _coerce(path, hint, value)
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from nested mappings; unknown keys raise :class:`ConfigError`."""
+    return _build(Config, data, "")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML config. A bare name (``realtime-violin``) is looked up in configs/."""
+    p = Path(path)
+    if not p.exists() and not p.suffix:
+        p = CONFIG_DIR / f"{path}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return from_dict(data)
