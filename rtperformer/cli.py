@@ -30,7 +30,9 @@ def _module(name: str):
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtperformer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="rtperformer", description="A streaming PerformanceNet you can play from a MIDI keyboard."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, help_text in COMMANDS.items():
