@@ -59,6 +59,9 @@ class ModelConfig:
     ``texture_bands``: bands of the multi-band residual blocks of TextureNet (paper: 2, 4, 8, 16).
     ``lookahead_frames``: how many future frames an output frame may see (streaming form; 0 = causal).
     ``velocity`` / ``expression``: extra inputs (a 128-pitch velocity roll; one CC11 expression channel).
+    ``decoder_channels``: widths of the decoder steps, deepest first; the last one is TextureNet's width
+    (paper: 2048, 1024, 1024, 1024). Empty = the encoder widths mirrored.
+    ``upsample_kernels``: kernel of each decoder step's up-conv, deepest first (paper: 6, 4, 3, 2). Empty = 2.
     """
 
     form: str = "streaming"
@@ -72,6 +75,8 @@ class ModelConfig:
     lookahead_frames: int = 0
     velocity: bool = False
     expression: bool = False
+    decoder_channels: tuple[int, ...] = ()
+    upsample_kernels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,9 @@ class TrainConfig:
     valid_every: int = 200
     seed: int = 0
     num_threads: int = 0  # 0 = torch default
+    sc_weight: float = 1.0  # l1_sc: weight of spectral convergence next to L1
+    grad_clip: float = 0.0  # max global gradient norm; 0 = off (the paper has none)
+    valid_windows: int = 64  # fixed clip_frames windows cut from the valid split, spread over its pieces
 
 
 @dataclass(frozen=True)

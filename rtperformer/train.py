@@ -1,0 +1,563 @@
+"""Trainer: single process, or DDP under ``torchrun --nproc_per_node N`` (gloo on CPU, nccl on CUDA).
+
+One run writes into ``out_dir`` (e.g. models/violin/):
+
+- ``model.safetensors``, ``config.yaml``, ``meta.json``: the checkpoint with the best validation loss
+  (written by the model package's ``save_checkpoint``; meta has step, metrics, data, wall time).
+- ``resume/``: the latest state (same three files plus ``optimizer.safetensors``: Adam moments as
+  tensors, param groups and trainer counters as JSON metadata). Replaced atomically at each validation.
+- ``train_log.jsonl``: one JSON line per validation (step, train loss, valid metrics, wall seconds).
+
+Targets: the model's offline output frame t is aligned with input frame t for every form (the streaming
+form's lookahead is inside ``model(x)``), so the loss compares ``model(x)`` (B, n_bins, T) with
+``y`` (B, n_bins, T) directly.
+
+Data: windows ``(x (C_in, T), y (n_bins, T))`` from ``rtperformer.data.dataset.WindowDataset`` (train),
+and a fixed list of validation windows cut from ``piece_arrays`` (valid split), so every validation of
+every run sees the same frames. Each rank draws its own random windows (seed + 1000 * rank); gradients
+are averaged by DDP, so all ranks hold the same parameters; only rank 0 writes files.
+
+Every validation reports loss-independent numbers (``mse``, ``l1`` on features, ``sc`` on magnitudes)
+next to the configured loss, so runs with different losses can be compared on the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from rtperformer.config import Config
+from rtperformer.errors import UserError
+from rtperformer.losses import LOSSES, feature_metrics, make_loss
+
+RESUME_DIR = "resume"
+OPTIMIZER_FILE = "optimizer.safetensors"
+LOG_FILE = "train_log.jsonl"
+
+Window = tuple[Any, Any]  # (x (C_in, T), y (n_bins, T)) as numpy arrays or tensors
+
+
+@dataclass
+class TrainResult:
+    """What a run ended with (every rank returns one; only rank 0 wrote files)."""
+
+    out_dir: Path
+    step: int
+    best_step: int
+    best_valid: float
+    last_valid: dict[str, float]
+    wall_seconds: float
+    stopped_by: str  # "steps" | "minutes"
+    model: torch.nn.Module | None = None  # the trained module (last step, unwrapped from DDP)
+
+
+# ----------------------------------------------------------------------------------------------------
+# distributed helpers
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from the torchrun environment; (0, 1, 0) when not under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return rank, world, local
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    rank, world, _ = dist_env()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return rank, world
+
+
+def _all_sum(values: Sequence[float], world: int) -> list[float]:
+    """Sum a few floats over ranks (identity when single process)."""
+    if world == 1:
+        return list(values)
+    t = torch.tensor(list(values), dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _any_rank(flag: bool, world: int) -> bool:
+    """True when ``flag`` is true on any rank: keeps every rank's stop decision the same."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------
+# data
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _as_tensor(a: Any) -> torch.Tensor:
+    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
+    return t.float()
+
+
+def batches(dataset: Any, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless batches ``(x (B, C_in, T), y (B, n_bins, T))`` of windows from ``dataset``.
+
+    A map-style dataset (``__len__`` + ``__getitem__``) is sampled with replacement by a generator seeded
+    with ``seed``; anything else is iterated (and restarted when it ends).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    mapstyle = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__") and not isinstance(
+        dataset, torch.utils.data.IterableDataset
+    )
+    if mapstyle:
+        n = len(dataset)
+        if n == 0:
+            raise UserError("the training split has no windows (is the corpus built? `rtperformer data build`)")
+        while True:
+            idx = torch.randint(n, (batch_size,), generator=gen).tolist()
+            items = [dataset[i] for i in idx]
+            yield torch.stack([_as_tensor(x) for x, _ in items]), torch.stack([_as_tensor(y) for _, y in items])
+    while True:
+        xs, ys = [], []
+        got_any = False
+        for x, y in dataset:
+            got_any = True
+            xs.append(_as_tensor(x))
+            ys.append(_as_tensor(y))
+            if len(xs) == batch_size:
+                yield torch.stack(xs), torch.stack(ys)
+                xs, ys = [], []
+        if not got_any:
+            raise UserError("the training split has no windows (is the corpus built? `rtperformer data build`)")
+
+
+def cut_windows(pieces: Iterable[tuple[Any, Any]], clip_frames: int, max_windows: int) -> list[Window]:
+    """Non-overlapping ``clip_frames`` windows of each ``(x (C_in, T), y (n_bins, T))`` piece, in order;
+    when there are more than ``max_windows``, an evenly spread subset. A piece shorter than one window
+    gives one short window."""
+    windows: list[Window] = []
+    for x, y in pieces:
+        T = x.shape[-1]
+        if T < clip_frames:
+            windows.append((x, y))
+            continue
+        for s in range(0, T - clip_frames + 1, clip_frames):
+            windows.append((x[:, s : s + clip_frames], y[:, s : s + clip_frames]))
+    if max_windows > 0 and len(windows) > max_windows:
+        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
+        windows = [windows[i] for i in keep]
+    return windows
+
+
+def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
+    """(train dataset, valid windows, data description) from the corpus named by ``cfg.data``."""
+    try:
+        from rtperformer.data.dataset import WindowDataset, piece_arrays
+    except ImportError as exc:  # pragma: no cover - the data package is part of the project
+        raise UserError(f"the data package is missing ({exc})") from None
+    corpus, inst = cfg.data.corpus_dir, cfg.data.instrument
+    if not Path(corpus, inst).is_dir():
+        raise UserError(f"no corpus at {Path(corpus, inst)}; build it with `rtperformer data build --instrument {inst}`")
+    train_ds = WindowDataset(corpus, inst, "train", cfg)
+    valid_pieces = []
+    valid_frames = 0
+    ids = []
+    for piece_id, x, y, _audio in piece_arrays(corpus, inst, "valid", cfg):
+        valid_pieces.append((x, y))
+        valid_frames += x.shape[-1]
+        ids.append(piece_id)
+    if not valid_pieces:
+        raise UserError(f"the valid split of {inst} is empty; check {cfg.data.split_file or 'configs/splits'}")
+    valid = cut_windows(valid_pieces, cfg.train.clip_frames, cfg.train.valid_windows)
+    desc: dict[str, Any] = {
+        "corpus_dir": corpus,
+        "instrument": inst,
+        "split_file": cfg.data.split_file,
+        "valid_pieces": ids,
+        "valid_minutes": round(valid_frames / cfg.audio.frame_rate / 60, 2),
+        "valid_windows": len(valid),
+    }
+    for attr in ("describe", "description"):
+        extra = getattr(train_ds, attr, None)
+        if callable(extra):
+            extra = extra()
+        if isinstance(extra, dict):
+            desc["train"] = extra
+            break
+    manifest = Path(corpus, inst, "manifest.json")
+    if manifest.is_file():
+        try:
+            m = json.loads(manifest.read_text())
+            desc["manifest"] = {k: m[k] for k in ("sample_rate", "soundfont", "seed") if k in m}
+        except (ValueError, OSError):
+            pass
+    return train_ds, valid, desc
+
+
+class SyntheticWindows:
+    """A learnable toy corpus for smoke tests and DDP checks (no audio, no FluidSynth).
+
+    Iterating yields endless ``(x (C_in, T), y (n_bins, T))`` float32 windows: a random monophonic melody
+    in the contract's input layout (roll, onoff, velocity, expression as the model config asks) and, as
+    target, ``log1p(power_scale * P)`` of a harmonic comb at each note's pitch that decays after the onset.
+    """
+
+    def __init__(self, cfg: Config, seed: int = 0, low: int = 55, high: int = 88):
+        self.cfg, self.seed, self.low, self.high = cfg, seed, low, high
+        self._rng = np.random.default_rng(seed)
+
+    def channels(self) -> int:
+        m = self.cfg.model
+        return 256 + (128 if m.velocity else 0) + (1 if m.expression else 0)
+
+    def window(self, rng: np.random.Generator, T: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        a, m = self.cfg.audio, self.cfg.model
+        T = T or self.cfg.train.clip_frames
+        roll = np.zeros((128, T), np.float32)
+        onoff = np.zeros((128, T), np.float32)
+        vel = np.zeros((128, T), np.float32)
+        y = np.zeros((a.n_bins, T), np.float32)
+        freqs = np.arange(a.n_bins) * a.sample_rate / a.n_fft
+        t = 0
+        while t < T:
+            dur = int(rng.integers(4, 24))
+            rest = int(rng.integers(0, 4))
+            p = int(rng.integers(self.low, self.high))
+            v = float(rng.uniform(0.4, 1.0))
+            e = min(T, t + dur)
+            roll[p, t:e] = 1
+            onoff[p, t] = 1
+            if e < T:
+                onoff[p, e] = -1
+            vel[p, t:e] = v
+            f0 = 440.0 * 2 ** ((p - 69) / 12)
+            comb = np.zeros(a.n_bins, np.float32)
+            for h in range(1, 8):
+                comb += (v / h) ** 2 * np.exp(-0.5 * ((freqs - h * f0) / (a.sample_rate / a.n_fft)) ** 2)
+            decay = np.exp(-np.arange(e - t) / 12.0).astype(np.float32)
+            y[:, t:e] = comb[:, None] * (0.3 + decay)[None, :] * 100.0
+            t = e + rest
+        parts = [roll, onoff]
+        if m.velocity:
+            parts.append(vel)
+        if m.expression:
+            parts.append(np.ones((1, T), np.float32))
+        x = np.concatenate(parts, 0)
+        return x, np.log1p(a.power_scale * y).astype(np.float32)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        while True:
+            yield self.window(self._rng)
+
+    def valid(self, n: int) -> list[Window]:
+        """``n`` fixed windows (their own seed, independent of the training stream)."""
+        rng = np.random.default_rng(10_000 + self.seed)
+        return [self.window(rng) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# optimizer state <-> safetensors
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, extra: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Flatten an optimizer state dict to (tensors, str metadata) for safetensors (no pickle)."""
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            t = val if isinstance(val, torch.Tensor) else torch.tensor(val)
+            tensors[f"state.{idx}.{key}"] = t.detach().cpu().contiguous()
+    meta = {"param_groups": json.dumps(sd["param_groups"]), "trainer": json.dumps(extra)}
+    return tensors, meta
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_tensors`; loads into ``opt`` and returns the trainer counters."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, t in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = t
+    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta.get("trainer", "{}"))
+
+
+def _save_resume(out_dir: Path, save: Callable, model: torch.nn.Module, cfg: Config, meta: dict[str, Any],
+                 opt: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
+    """Write ``out_dir/resume`` atomically: build it in a temp folder, then swap it in."""
+    final = out_dir / RESUME_DIR
+    tmp = out_dir / f".{RESUME_DIR}.tmp"
+    old = out_dir / f".{RESUME_DIR}.old"
+    for p in (tmp, old):
+        if p.exists():
+            shutil.rmtree(p)
+    tmp.mkdir(parents=True)
+    save(tmp, model, cfg, meta)
+    tensors, smeta = optimizer_tensors(opt, extra)
+    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=smeta)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _read_resume(out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, load: Callable,
+                 cfg: Config) -> dict[str, Any]:
+    """Load weights and optimizer state from ``out_dir/resume``; returns the trainer counters."""
+    rdir = out_dir / RESUME_DIR
+    if not (rdir / OPTIMIZER_FILE).is_file():
+        raise UserError(f"--resume: no resume state in {rdir} (start without --resume)")
+    loaded, _cfg, _meta = load(str(rdir), cfg)
+    model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
+    from safetensors import safe_open
+
+    with safe_open(str(rdir / OPTIMIZER_FILE), "pt") as f:
+        smeta = f.metadata() or {}
+    tensors = load_file(str(rdir / OPTIMIZER_FILE))
+    try:
+        return load_optimizer_tensors(opt, tensors, smeta)
+    except (ValueError, KeyError) as exc:
+        raise UserError(f"--resume: optimizer state in {rdir} does not fit this model ({exc})") from None
+
+
+# ----------------------------------------------------------------------------------------------------
+# validation
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, windows: Sequence[Window], loss_fn: Callable, power_scale: float,
+             device: torch.device, rank: int = 0, world: int = 1, batch_size: int = 8) -> dict[str, float]:
+    """Frame-weighted mean of the loss and of ``mse``/``l1``/``sc`` over ``windows``; rank r takes
+    windows r, r+world, ... and the sums are all-reduced, so every rank returns the same numbers."""
+    was_training = model.training
+    model.eval()
+    mine = list(windows[rank::world])
+    sums = [0.0, 0.0, 0.0, 0.0, 0.0]  # loss*n, mse*n, l1*n, sc*n, n (frames)
+    i = 0
+    while i < len(mine):
+        T = mine[i][0].shape[-1]
+        group = [w for w in mine[i : i + batch_size] if w[0].shape[-1] == T]
+        i += len(group)
+        x = torch.stack([_as_tensor(w[0]) for w in group]).to(device)
+        y = torch.stack([_as_tensor(w[1]) for w in group]).to(device)
+        pred = model(x)
+        loss, _ = loss_fn(pred, y)
+        m = feature_metrics(pred, y, power_scale)
+        n = float(len(group) * T)
+        for j, v in enumerate((float(loss), m["mse"], m["l1"], m["sc"])):
+            sums[j] += v * n
+        sums[4] += n
+    total = _all_sum(sums, world)
+    model.train(was_training)
+    n = max(total[4], 1.0)
+    return {"loss": total[0] / n, "mse": total[1] / n, "l1": total[2] / n, "sc": total[3] / n}
+
+
+# ----------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _default_build(cfg: Config) -> torch.nn.Module:
+    from rtperformer.model import build_model
+
+    return build_model(cfg)
+
+
+def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict[str, Any]) -> None:
+    from rtperformer.model.checkpoint import save_checkpoint
+
+    save_checkpoint(dirpath, model, cfg, meta)
+
+
+def _default_load(path: str, cfg: Config):
+    from rtperformer.model.checkpoint import load_model
+
+    return load_model(path, cfg_override=cfg)
+
+
+def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None) -> Config:
+    """``cfg`` with command-line overrides applied to its train section (what meta.json records)."""
+    changes: dict[str, Any] = {}
+    if steps is not None:
+        if steps < 1:
+            raise UserError(f"--steps must be >= 1, got {steps}")
+        changes["steps"] = steps
+    if loss is not None:
+        changes["loss"] = loss
+    if seed is not None:
+        changes["seed"] = seed
+    out = cfg.replace(train=dataclasses.replace(cfg.train, **changes)) if changes else cfg
+    if out.train.loss not in LOSSES:
+        raise UserError(f"train.loss must be one of {', '.join(LOSSES)}, got {out.train.loss!r}")
+    if out.train.valid_every < 1 or out.train.batch_size < 1 or out.train.clip_frames < 1:
+        raise UserError("train.valid_every, train.batch_size and train.clip_frames must be >= 1")
+    return out
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``name`` ('cpu', 'cuda', 'cuda:1'), or CUDA when available else CPU; under torchrun on CUDA each
+    rank takes ``cuda:LOCAL_RANK``."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_env()[2])
+    return torch.device("cpu")
+
+
+def train(
+    cfg: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    minutes: float | None = None,
+    device: str | None = None,
+    data: tuple[Any, Sequence[Window], dict[str, Any]] | None = None,
+    build: Callable[[Config], torch.nn.Module] = _default_build,
+    save: Callable[..., None] = _default_save,
+    load: Callable[..., Any] = _default_load,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``build(cfg)`` for ``cfg.train.steps`` steps (or until ``minutes`` of wall time) on
+    ``data`` = (train dataset, valid windows, description) (default: the corpus of ``cfg.data``).
+
+    Validates every ``cfg.train.valid_every`` steps and at the end; keeps the best-valid checkpoint in
+    ``out_dir`` and the latest state in ``out_dir/resume``. Under torchrun every rank calls this.
+    """
+    tc = cfg.train
+    out_dir = Path(out_dir)
+    dev = pick_device(device)
+    if dev.type == "cuda" and dist_env()[1] > 1:
+        torch.cuda.set_device(dev)
+    rank, world = _init_distributed(dev)
+    if tc.num_threads > 0:
+        torch.set_num_threads(tc.num_threads)
+    elif world > 1 and dev.type == "cpu":
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    seed_everything(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
+
+    train_ds, valid, desc = data if data is not None else default_data(cfg)
+    model = build(cfg).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight)
+    n_params = sum(p.numel() for p in model.parameters())
+
+    counters: dict[str, Any] = {"step": 0, "best_valid": math.inf, "best_step": 0, "wall_seconds": 0.0}
+    if resume:
+        counters.update(_read_resume(out_dir, model, opt, load, cfg))
+        if counters["step"] >= tc.steps:
+            raise UserError(f"--resume: the run in {out_dir} is already at step {counters['step']} >= "
+                            f"{tc.steps}; pass a larger --steps")
+    elif (out_dir / RESUME_DIR).exists():  # checked on every rank, so all raise together
+        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    _barrier(world)
+    start_step = int(counters["step"])
+    seed_everything(tc.seed + 1000 * rank + start_step)  # per-rank data stream
+    stream = batches(train_ds, tc.batch_size, tc.seed + 1000 * rank + start_step)
+
+    net: torch.nn.Module = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    model.train()
+
+    wall0 = float(counters["wall_seconds"])
+    t0 = time.monotonic()
+    deadline = t0 + minutes * 60.0 if minutes else None
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=tc.steps, initial=start_step, desc=f"train {cfg.name} ({tc.loss})", dynamic_ncols=True)
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    step = start_step
+    ema = None
+    last_valid: dict[str, float] = {}
+    stopped_by = "steps"
+    while step < tc.steps:
+        x, y = next(stream)
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        pred = net(x)
+        loss, _parts = loss_fn(pred, y)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"loss became {float(loss)} at step {step + 1}; lower train.learning_rate or set train.grad_clip")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        step += 1
+        lv = float(loss.detach())
+        ema = lv if ema is None else 0.98 * ema + 0.02 * lv
+        out_of_time = _any_rank(deadline is not None and time.monotonic() >= deadline, world)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{ema:.4f}", **({"valid": f"{last_valid['loss']:.4f}"} if last_valid else {}))
+        if step % tc.valid_every == 0 or step >= tc.steps or out_of_time:
+            last_valid = validate(model, valid, loss_fn, cfg.audio.power_scale, dev, rank, world)
+            wall = wall0 + time.monotonic() - t0
+            improved = last_valid["loss"] < counters["best_valid"]
+            if improved:
+                counters["best_valid"], counters["best_step"] = last_valid["loss"], step
+            counters.update(step=step, wall_seconds=wall)
+            meta = {
+                "step": step,
+                "best_step": counters["best_step"],
+                "loss": tc.loss,
+                "metrics": {"train_loss_ema": ema, "valid": last_valid, "best_valid_loss": counters["best_valid"]},
+                "data": desc,
+                "wall_seconds": round(wall, 1),
+                "world_size": world,
+                "global_batch": tc.batch_size * world,
+                "param_count": n_params,
+                "device": str(dev.type),
+                "torch": torch.__version__,
+                "config": cfg.to_dict(),
+            }
+            if rank == 0:
+                if improved:
+                    save(out_dir, model, cfg, meta)
+                _save_resume(out_dir, save, model, cfg, meta, opt, counters)
+                with open(out_dir / LOG_FILE, "a") as f:
+                    f.write(json.dumps({"step": step, "wall_seconds": round(wall, 1), "train_loss_ema": ema,
+                                        "valid": last_valid, "best": improved}) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{ema:.4f}", valid=f"{last_valid['loss']:.4f}")
+            _barrier(world)
+        if out_of_time:
+            stopped_by = "minutes"
+            break
+    if bar is not None:
+        bar.close()
+    _barrier(world)
+    return TrainResult(out_dir, step, int(counters["best_step"]), float(counters["best_valid"]), last_valid,
+                       float(counters["wall_seconds"]), stopped_by, model)
+
+
+def finish_distributed() -> None:
+    """Tear down the process group a torchrun run opened (no-op otherwise)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,224 @@
+"""Trainer: losses, a few steps on a synthetic corpus, best checkpoint, resume, optimizer round trip.
+
+Uses the real model package (build_model / save_checkpoint / load_model) when it is importable, else a
+tiny stand-in with the same interface, so the trainer can be tested before the model lands.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rtperformer.config import from_dict
+from rtperformer.errors import UserError
+from rtperformer.losses import features_to_magnitude, make_loss, spectral_convergence
+from rtperformer.train import (
+    SyntheticWindows,
+    batches,
+    cut_windows,
+    effective_config,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    train,
+    validate,
+)
+
+torch.set_num_threads(1)
+
+TINY = {
+    "name": "tiny",
+    "audio": {"sample_rate": 16000, "n_fft": 256, "hop": 64, "power_scale": 1.0},
+    "model": {"form": "streaming", "channels": [16, 32], "onoff_channels": [16], "texture_bands": [2],
+              "lookahead_frames": 0},
+    "train": {"batch_size": 4, "clip_frames": 32, "steps": 6, "valid_every": 3, "seed": 0, "valid_windows": 8},
+}
+
+
+def tiny_cfg(**train):
+    d = json.loads(json.dumps(TINY))
+    d["train"].update(train)
+    return from_dict(d)
+
+
+# ---- a stand-in for rtperformer.model until/unless it is importable ----
+
+class _Tiny(torch.nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        c_in = 256 + (128 if cfg.model.velocity else 0) + (1 if cfg.model.expression else 0)
+        self.conv = torch.nn.Conv1d(c_in, 32, 3)
+        self.out = torch.nn.Conv1d(32, cfg.audio.n_bins, 1)
+
+    def forward(self, x):
+        h = torch.nn.functional.pad(x, (2, 0))
+        return self.out(torch.relu(self.conv(h)))
+
+
+def _fake_save(dirpath, model, cfg, meta):
+    import yaml
+    from safetensors.torch import save_file
+
+    d = Path(dirpath)
+    d.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (d / "meta.json").write_text(json.dumps(meta))
+
+
+def _fake_load(path, cfg):
+    from safetensors.torch import load_file
+
+    m = _Tiny(cfg)
+    m.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
+    return m, cfg, json.loads((Path(path) / "meta.json").read_text())
+
+
+def model_hooks():
+    try:
+        from rtperformer.model import build_model
+        from rtperformer.model.checkpoint import load_model, save_checkpoint
+    except ImportError:
+        return {"build": _Tiny, "save": _fake_save, "load": _fake_load}
+    return {"build": build_model, "save": save_checkpoint, "load": lambda p, c: load_model(p, cfg_override=c)}
+
+
+def synth_data(cfg, rank=0):
+    ds = SyntheticWindows(cfg, seed=cfg.train.seed + 1000 * rank)
+    return ds, ds.valid(cfg.train.valid_windows), {"synthetic": True}
+
+
+# ---- losses ----
+
+def test_losses_zero_on_target_and_positive_off_it():
+    torch.manual_seed(0)
+    y = torch.rand(2, 9, 5) * 3
+    for name in ("mse", "l1", "l1_sc"):
+        fn = make_loss(name)
+        assert float(fn(y, y)[0]) == pytest.approx(0.0, abs=1e-3)
+        assert float(fn(y + 0.5, y)[0]) > 0.1
+    mse, parts = make_loss("mse")(y + 0.5, y)
+    assert float(mse) == pytest.approx(0.25, rel=1e-5) and parts == {"mse": pytest.approx(0.25, rel=1e-5)}
+    l1, _ = make_loss("l1")(y - 0.5, y)
+    assert float(l1) == pytest.approx(0.5, rel=1e-5)
+    with pytest.raises(ValueError):
+        make_loss("nope")
+
+
+def test_spectral_convergence_and_magnitude_inverse():
+    mag = torch.rand(1, 7, 4) + 0.1
+    feats = torch.log1p(4.0 * mag**2)
+    assert torch.allclose(features_to_magnitude(feats, 4.0), mag, atol=1e-4)
+    assert float(spectral_convergence(2 * mag, mag)) == pytest.approx(1.0, rel=1e-5)
+    assert float(spectral_convergence(torch.zeros_like(mag), mag)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_l1_sc_gradient_finite_at_silence():
+    pred = torch.zeros(1, 5, 3, requires_grad=True)
+    loss, parts = make_loss("l1_sc")(pred, torch.zeros(1, 5, 3))
+    loss.backward()
+    assert torch.isfinite(pred.grad).all() and set(parts) == {"l1", "sc"}
+
+
+# ---- data helpers ----
+
+def test_synthetic_windows_layout_and_batches():
+    cfg = tiny_cfg()
+    ds = SyntheticWindows(cfg)
+    x, y = next(iter(ds))
+    assert x.shape == (256, 32) and y.shape == (129, 32)
+    assert set(x[:128].ravel().tolist()) <= {0.0, 1.0} and (x[:128].sum(0) <= 1).all()
+    xb, yb = next(batches(ds, 3, 0))
+    assert xb.shape == (3, 256, 32) and yb.shape == (3, 129, 32)
+    mapstyle = [ds.window(ds._rng) for _ in range(5)]
+    xb, _ = next(batches(mapstyle, 2, 0))
+    assert xb.shape == (2, 256, 32)
+
+
+def test_cut_windows_even_spread():
+    pieces = [(torch.zeros(2, 100), torch.zeros(3, 100)), (torch.zeros(2, 10), torch.zeros(3, 10))]
+    w = cut_windows(pieces, 32, 0)
+    assert [a.shape[-1] for a, _ in w] == [32, 32, 32, 10]
+    assert len(cut_windows(pieces, 32, 2)) == 2
+
+
+def test_effective_config_overrides_and_errors():
+    cfg = effective_config(tiny_cfg(), steps=9, loss="l1_sc", seed=3)
+    assert (cfg.train.steps, cfg.train.loss, cfg.train.seed) == (9, "l1_sc", 3)
+    with pytest.raises(UserError):
+        effective_config(tiny_cfg(loss="huber"))
+    with pytest.raises(UserError):
+        effective_config(tiny_cfg(), steps=0)
+
+
+def test_optimizer_round_trip_through_safetensors():
+    m = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    m(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    tensors, meta = optimizer_tensors(opt, {"step": 7})
+    opt2 = torch.optim.Adam(torch.nn.Linear(3, 2).parameters(), lr=5.0)
+    assert load_optimizer_tensors(opt2, tensors, meta) == {"step": 7}
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert b["param_groups"][0]["lr"] == 1e-3
+    for i in a["state"]:
+        for k in a["state"][i]:
+            assert torch.equal(torch.as_tensor(a["state"][i][k]), torch.as_tensor(b["state"][i][k]))
+
+
+# ---- the loop ----
+
+@pytest.mark.parametrize("loss", ["mse", "l1_sc"])
+def test_train_writes_best_checkpoint_and_resumes(tmp_path, loss):
+    hooks = model_hooks()
+    cfg = effective_config(tiny_cfg(), loss=loss)
+    out = tmp_path / "m"
+    res = train(cfg, out, data=synth_data(cfg), progress=False, **hooks)
+    assert res.step == 6 and res.stopped_by == "steps" and res.best_step in (3, 6)
+    for f in ("model.safetensors", "config.yaml", "meta.json", "resume/model.safetensors", "resume/optimizer.safetensors"):
+        assert (out / f).is_file(), f
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["step"] == res.best_step and meta["loss"] == loss
+    assert {"mse", "l1", "sc", "loss"} <= set(meta["metrics"]["valid"]) and meta["data"] == {"synthetic": True}
+    assert "wall_seconds" in meta and meta["config"]["train"]["loss"] == loss
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6]
+
+    # starting over in the same folder without --resume is refused
+    with pytest.raises(UserError):
+        train(cfg, out, data=synth_data(cfg), progress=False, **hooks)
+    # resume to 9 steps: continues from 6 with the saved optimizer state
+    cfg9 = effective_config(cfg, steps=9)
+    res2 = train(cfg9, out, resume=True, data=synth_data(cfg9), progress=False, **hooks)
+    assert res2.step == 9
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 6, 9]
+    with pytest.raises(UserError):  # already at 9
+        train(cfg9, out, resume=True, data=synth_data(cfg9), progress=False, **hooks)
+
+
+def test_resume_without_state_is_a_user_error(tmp_path):
+    cfg = tiny_cfg()
+    with pytest.raises(UserError, match="resume"):
+        train(cfg, tmp_path / "none", resume=True, data=synth_data(cfg), progress=False, **model_hooks())
+
+
+def test_training_learns_and_is_seeded(tmp_path):
+    cfg = tiny_cfg(steps=30, valid_every=30, batch_size=8)
+    hooks = model_hooks()
+    r1 = train(cfg, tmp_path / "a", data=synth_data(cfg), progress=False, **hooks)
+    r2 = train(cfg, tmp_path / "b", data=synth_data(cfg), progress=False, **hooks)
+    assert r1.last_valid == r2.last_valid  # same seed, same numbers
+    torch.manual_seed(0)
+    untrained = hooks["build"](cfg)
+    before = validate(untrained, synth_data(cfg)[1], make_loss("mse"), 1.0, torch.device("cpu"))
+    assert r1.last_valid["mse"] < before["mse"]
+
+
+def test_minutes_budget_stops_early(tmp_path):
+    cfg = tiny_cfg(steps=10_000, valid_every=10_000)
+    res = train(cfg, tmp_path / "m", minutes=1e-9, data=synth_data(cfg), progress=False, **model_hooks())
+    assert res.stopped_by == "minutes" and res.step == 1
+    assert (tmp_path / "m" / "model.safetensors").is_file()
