@@ -1,0 +1,357 @@
+"""Model inputs: pianorolls at the model's frame rate (numpy only).
+
+Frames are centred STFT frames: frame t is at sample t*hop. A time becomes a frame in two steps, both
+rounded half up: seconds -> the sample clock (``round(s*sample_rate)``), then sample -> frame
+(``round(sample/hop)``). This equals ``round(s*frame_rate)`` of the contract except exactly at ties, and it
+is what the live pianoroll does with sample-stamped events, so offline and live rolls agree exactly.
+
+A note from s0 to s1 is on in frames ``f0 <= t < max(f1, f0+1)``. The arrays (:class:`Rolls`):
+
+- ``roll`` (128, T) {0,1}: a pitch is on while any note of it is held (by key or by sustain pedal).
+- ``onoff`` (128, T) {-1,0,+1}: +1 at every note's first frame (a re-strike of a held pitch included; notes
+  sounding at frame 0 start there), -1 at the first frame where the pitch is off again.
+- ``velocity`` (128, T): velocity/127 of the most recently started note holding the pitch, else 0.
+- ``expression`` (1, T): CC11/127 (1.0 before any CC11). With several channels in one roll, the largest
+  current CC11 among the channels that have sent anything.
+
+Event semantics (:class:`NoteTracker`, shared by the offline and live paths): note-on with velocity 0 is a
+note-off; a note-on of a held pitch on the same voice ends the held note and starts a new one; CC64 >= 64
+holds released keys until the pedal lifts (or the key is struck again); CC123 releases all keys of the
+channel (the pedal still holds them); CC120 silences the channel at once; CC121 resets expression to
+1.0 and lifts the pedal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Hashable, Iterable
+
+import numpy as np
+
+from rtperformer.midi.events import (
+    CC_ALL_NOTES_OFF,
+    CC_ALL_SOUND_OFF,
+    CC_EXPRESSION,
+    CC_RESET_ALL_CONTROLLERS,
+    CC_SUSTAIN,
+    CONTROL_CHANGE,
+    NOTE_OFF,
+    NOTE_ON,
+    seconds_to_sample,
+    timeline,
+)
+
+N_PITCHES = 128
+# Velocity written into the velocity roll when the render config is not velocity sensitive.
+NOMINAL_VELOCITY = 100
+
+
+@dataclass
+class Rolls:
+    """Model input rolls, all float32: roll, onoff, velocity (128, T); expression (1, T)."""
+
+    roll: np.ndarray
+    onoff: np.ndarray
+    velocity: np.ndarray
+    expression: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.roll.shape[1])
+
+    @classmethod
+    def zeros(cls, n_frames: int) -> "Rolls":
+        return cls(
+            np.zeros((N_PITCHES, n_frames), np.float32),
+            np.zeros((N_PITCHES, n_frames), np.float32),
+            np.zeros((N_PITCHES, n_frames), np.float32),
+            np.ones((1, n_frames), np.float32),
+        )
+
+    def save(self, path) -> None:
+        """Write the four arrays to an .npz file."""
+        np.savez_compressed(path, roll=self.roll, onoff=self.onoff, velocity=self.velocity, expression=self.expression)
+
+    @classmethod
+    def load(cls, path) -> "Rolls":
+        with np.load(path) as z:
+            return cls(*(z[k].astype(np.float32) for k in ("roll", "onoff", "velocity", "expression")))
+
+
+def input_channels(model_cfg: Any) -> int:
+    """256 + 128 (velocity roll, if model_cfg.velocity) + 1 (expression, if model_cfg.expression)."""
+    return 2 * N_PITCHES + (N_PITCHES if model_cfg.velocity else 0) + (1 if model_cfg.expression else 0)
+
+
+def stack_inputs(rolls: Rolls, model_cfg: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """(C_in, T) float32: [roll 0:128, onoff 128:256, velocity (if), expression (if)]."""
+    parts = [rolls.roll, rolls.onoff]
+    if model_cfg.velocity:
+        parts.append(rolls.velocity)
+    if model_cfg.expression:
+        parts.append(rolls.expression)
+    if out is None:
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+    np.concatenate(parts, axis=0, out=out)
+    return out
+
+
+def sample_to_frame(sample: int, hop: int) -> int:
+    """Centred frame nearest to ``sample`` (half up)."""
+    return (int(sample) + hop // 2) // hop
+
+
+def seconds_to_frame(seconds: float, audio_cfg: Any) -> int:
+    """Frame of a time in seconds: via the sample clock, each step rounded half up."""
+    return sample_to_frame(seconds_to_sample(seconds, audio_cfg.sample_rate), audio_cfg.hop)
+
+
+def n_frames_for(seconds: float, audio_cfg: Any) -> int:
+    """Frames of a centred STFT of ``seconds`` of audio: N//hop + 1 with N = round(seconds*sr)."""
+    return seconds_to_sample(seconds, audio_cfg.sample_rate) // audio_cfg.hop + 1
+
+
+class _Note:
+    __slots__ = ("pitch", "start", "end", "vel", "seq", "channel", "key_down")
+
+    def __init__(self, pitch: int, start: int, vel: float, seq: int, channel: int):
+        self.pitch = pitch
+        self.start = start
+        self.end = -1  # -1 while sounding
+        self.vel = vel
+        self.seq = seq
+        self.channel = channel
+        self.key_down = True
+
+
+class NoteTracker:
+    """Raw MIDI messages (in frame time, in order) -> note intervals and expression changes.
+
+    ``feed(frame, data, voice)``: apply one message at ``frame`` (frames must not decrease). Notes are
+    keyed by ``(voice, pitch)``; controllers act on every voice of their channel. ``closed`` holds ended
+    notes, ``open`` sounding ones, ``expr_changes`` a list of (frame, value) steps.
+    """
+
+    def __init__(self, velocity_sensitive: bool = True):
+        self.velocity_sensitive = velocity_sensitive
+        self.reset()
+
+    def reset(self) -> None:
+        self.open: dict[tuple[Hashable, int], _Note] = {}
+        self.closed: list[_Note] = []
+        self.sustain = [False] * 16
+        self.expr = [1.0] * 16
+        self.seen = [False] * 16
+        self.expression = 1.0
+        self.expr_changes: list[tuple[int, float]] = [(0, 1.0)]
+        self._seq = 0
+
+    # -- notes ---------------------------------------------------------------------------------------
+    def _close(self, key, note: _Note, frame: int) -> None:
+        note.end = max(frame, note.start + 1)
+        del self.open[key]
+        self.closed.append(note)
+
+    def _note_on(self, frame: int, voice, ch: int, pitch: int, vel: int) -> None:
+        key = (voice, pitch)
+        held = self.open.get(key)
+        if held is not None:
+            self._close(key, held, frame)
+        v = (vel if self.velocity_sensitive else NOMINAL_VELOCITY) / 127.0
+        self.open[key] = _Note(pitch, frame, v, self._seq, ch)
+        self._seq += 1
+
+    def _note_off(self, frame: int, voice, ch: int, pitch: int) -> None:
+        key = (voice, pitch)
+        note = self.open.get(key)
+        if note is None or not note.key_down:
+            return
+        if self.sustain[ch]:
+            note.key_down = False
+        else:
+            self._close(key, note, frame)
+
+    def _channel_notes(self, ch: int):
+        return [(k, n) for k, n in self.open.items() if n.channel == ch]
+
+    # -- controllers ---------------------------------------------------------------------------------
+    def _set_expression(self, frame: int) -> None:
+        vals = [e for e, s in zip(self.expr, self.seen) if s]
+        value = max(vals) if vals else 1.0
+        if value != self.expression:
+            self.expression = value
+            if self.expr_changes and self.expr_changes[-1][0] == frame:
+                self.expr_changes[-1] = (frame, value)
+            else:
+                self.expr_changes.append((frame, value))
+
+    def _see(self, frame: int, ch: int) -> None:
+        if not self.seen[ch]:
+            self.seen[ch] = True
+            self._set_expression(frame)
+
+    def _sustain(self, frame: int, ch: int, down: bool) -> None:
+        self.sustain[ch] = down
+        if not down:
+            for k, n in self._channel_notes(ch):
+                if not n.key_down:
+                    self._close(k, n, frame)
+
+    def _control(self, frame: int, ch: int, number: int, value: int) -> None:
+        if number == CC_SUSTAIN:
+            self._sustain(frame, ch, value >= 64)
+        elif number == CC_EXPRESSION:
+            self.expr[ch] = value / 127.0
+            self._set_expression(frame)
+        elif number == CC_ALL_SOUND_OFF:
+            for k, n in self._channel_notes(ch):
+                self._close(k, n, frame)
+        elif number == CC_ALL_NOTES_OFF:
+            for k, n in self._channel_notes(ch):
+                if n.key_down:
+                    if self.sustain[ch]:
+                        n.key_down = False
+                    else:
+                        self._close(k, n, frame)
+        elif number == CC_RESET_ALL_CONTROLLERS:
+            self.expr[ch] = 1.0
+            self._set_expression(frame)
+            self._sustain(frame, ch, False)
+
+    def feed(self, frame: int, data: bytes, voice: Hashable = None) -> None:
+        """Apply one raw message; ``voice`` defaults to the message's channel. Others are ignored."""
+        if len(data) < 3:
+            return
+        status, ch = data[0] & 0xF0, data[0] & 0x0F
+        voice = ch if voice is None else voice
+        if status == NOTE_ON and data[2] > 0:
+            self._see(frame, ch)
+            self._note_on(frame, voice, ch, data[1], data[2])
+        elif status == NOTE_OFF or status == NOTE_ON:
+            self._note_off(frame, voice, ch, data[1])
+        elif status == CONTROL_CHANGE:
+            self._see(frame, ch)
+            self._control(frame, ch, data[1], data[2])
+
+    def forget_before(self, frame: int) -> None:
+        """Drop closed notes and expression steps that can no longer affect frames >= ``frame``."""
+        if self.closed and min(n.end for n in self.closed) <= frame:
+            self.closed = [n for n in self.closed if n.end > frame]
+        ch = self.expr_changes
+        i = 0
+        while i + 1 < len(ch) and ch[i + 1][0] <= frame:
+            i += 1
+        if i:
+            del ch[:i]
+
+
+class RollPainter:
+    """Writes frames [a, b) of the rolls from a tracker's notes; carries the previous frame across calls.
+
+    ``paint(tracker, a, b, rolls)`` fills ``rolls`` (arrays with >= b - a columns; column 0 is frame a).
+    Calls must cover consecutive ranges starting at frame 0 (that is what makes -1 offsets right at
+    window seams).
+    """
+
+    def __init__(self):
+        self.prev = np.zeros(N_PITCHES, np.float32)  # roll column of frame a-1
+
+    def reset(self) -> None:
+        self.prev[:] = 0.0
+
+    def paint(self, tracker: NoteTracker, a: int, b: int, r: Rolls) -> None:
+        n = b - a
+        roll, onoff, vel, expr = r.roll[:, :n], r.onoff[:, :n], r.velocity[:, :n], r.expression[:, :n]
+        roll[:] = 0.0
+        onoff[:] = 0.0
+        vel[:] = 0.0
+        notes = [x for x in tracker.closed if x.end > a and x.start < b]
+        notes += [x for x in tracker.open.values() if x.start < b]
+        notes.sort(key=lambda x: x.seq)  # later notes overwrite the velocity of earlier ones
+        for x in notes:
+            s = max(x.start, a) - a
+            e = (min(x.end, b) if x.end >= 0 else b) - a
+            roll[x.pitch, s:e] = 1.0
+            vel[x.pitch, s:e] = x.vel
+        # Offsets: first frame off after a frame on (the frame before a is carried over).
+        if n:
+            onoff[:, 0] = -(self.prev * (1.0 - roll[:, 0]))
+            if n > 1:
+                onoff[:, 1:] = -(roll[:, :-1] * (1.0 - roll[:, 1:]))
+            self.prev[:] = roll[:, n - 1]
+        for x in notes:
+            if a <= x.start < b:
+                onoff[x.pitch, x.start - a] = 1.0
+        # Expression: step function.
+        changes = tracker.expr_changes
+        value = changes[0][1]
+        pos = 0
+        for f, v in changes:
+            if f > a:
+                stop = min(f, b) - a
+                expr[0, pos:stop] = value
+                pos = stop
+                if f >= b:
+                    break
+            value = v
+        expr[0, pos:n] = value
+
+
+def tracker_from_notes(
+    notes: Iterable[Any], controls: Iterable[Any], audio_cfg: Any, velocity_sensitive: bool = True
+) -> NoteTracker:
+    """A :class:`NoteTracker` fed with every note and control (seconds) of a score, in canonical order."""
+    tracker = NoteTracker(velocity_sensitive)
+    for msg in timeline(notes, controls):
+        tracker.feed(seconds_to_frame(msg.time, audio_cfg), msg.data, msg.voice)
+    return tracker
+
+
+def notes_to_rolls(
+    notes: Iterable[Any],
+    controls: Iterable[Any] = (),
+    audio_cfg: Any = None,
+    n_frames: int | None = None,
+    velocity_sensitive: bool = True,
+) -> Rolls:
+    """Rolls (each (128 or 1, T)) of notes and controller changes at ``audio_cfg``'s frame rate.
+
+    ``notes``: objects with start, end (seconds), pitch, velocity, optional channel and track (e.g.
+    :class:`rtperformer.midi.score.Note`); ``controls``: objects with time, channel, number, value.
+    ``n_frames``: T; default covers the last note end or control (``n_frames_for(end, audio_cfg)``).
+    """
+    notes = list(notes)
+    controls = list(controls)
+    tracker = tracker_from_notes(notes, controls, audio_cfg, velocity_sensitive)
+    if n_frames is None:
+        end = max([n.end for n in notes] + [c.time for c in controls] + [0.0])
+        n_frames = n_frames_for(end, audio_cfg)
+    rolls = Rolls.zeros(n_frames)
+    RollPainter().paint(tracker, 0, n_frames, rolls)
+    return rolls
+
+
+def score_to_rolls(
+    score: Any,
+    audio_cfg: Any,
+    n_frames: int | None = None,
+    velocity_sensitive: bool = True,
+    parts: Iterable[tuple[int, int]] | None = None,
+) -> Rolls:
+    """Rolls of a :class:`rtperformer.midi.score.Score`, optionally only the (track, channel) ``parts``.
+
+    Controls apply to a part when they come from its channel (any track).
+    """
+    notes, controls = select_parts(score, parts)
+    return notes_to_rolls(notes, controls, audio_cfg, n_frames, velocity_sensitive)
+
+
+def select_parts(score: Any, parts: Iterable[tuple[int, int]] | None):
+    """(notes, controls) of ``score`` restricted to (track, channel) ``parts`` (None: everything)."""
+    if parts is None:
+        return list(score.notes), list(score.controls)
+    keep = set(parts)
+    channels = {ch for _, ch in keep}
+    notes = [n for n in score.notes if (n.track, n.channel) in keep]
+    controls = [c for c in score.controls if c.channel in channels]
+    return notes, controls
