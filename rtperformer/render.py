@@ -1,0 +1,538 @@
+"""Offline rendering: a Score -> rolls -> PerformanceNet in chunks -> magnitude -> phase -> audio.
+
+Every stage streams, so memory is bounded whatever the length of the piece:
+
+- inputs: :class:`InputStream` paints the rolls frame range by frame range from a
+  :class:`~rtperformer.rolls.NoteTracker` (the same code as the live pianoroll), zeros past the end;
+- model (:func:`model_frames`): the streaming form runs ``model.step`` over ``render.chunk_frames`` chunks
+  with its state, drops the ``lookahead_frames`` warm-up outputs and flushes with as many zero frames
+  (what ``forward`` does for a whole clip); the paper form (or ``render.mode: window``) runs
+  ``render.window_frames`` windows overlapping by ``render.crossfade_frames``, crossfaded linearly in the
+  log-power domain (both windows predict the same frames, so a linear fade keeps the level);
+- magnitude: :func:`rtperformer.dsp.to_magnitude` (log1p-power features are never used as magnitude);
+- phase (:class:`StreamingPhase`): RTPGHI / RTISI-LA frame by frame then the streaming iSTFT, delays
+  dropped; Griffin-Lim (:class:`BlockGriffinLim`) in blocks of ``GLA_BLOCK_FRAMES`` whose audio is
+  crossfaded with equal power over ``GLA_OVERLAP_FRAMES`` (their phases are unrelated);
+- audio: each instrument to a float WAV in a temp folder, then mixed block-wise.
+
+Mixing (:func:`mix_to_wav`): parts are summed at unit gain (the models' trained levels are kept), then
+one gain for the whole file: ``min(1, PEAK_CEILING / peak)`` with the ceiling at -1 dBFS, never boosting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from rtperformer.errors import UserError
+from rtperformer.midi.score import DRUM_CHANNEL, PROGRAM_INSTRUMENTS, Score
+from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
+from rtperformer.midi.events import seconds_to_sample
+
+INSTRUMENTS = ("violin", "cello", "flute")
+PEAK_CEILING = 10 ** (-1.0 / 20.0)  # -1 dBFS
+GLA_BLOCK_FRAMES = 1024
+GLA_OVERLAP_FRAMES = 32
+PNG_MAX_COLUMNS = 2000
+_IO_BLOCK = 1 << 16
+
+
+# -- which notes go to which instrument -----------------------------------------------------------------
+
+
+@dataclass
+class Part:
+    """The notes of one instrument: the (track, channel) pairs feeding it."""
+
+    instrument: str
+    sources: list[tuple[int, int]]
+    notes: list = field(default_factory=list)
+    controls: list = field(default_factory=list)
+
+
+def assign_parts(score: Score, instrument: str | None = None) -> tuple[list[Part], list[str]]:
+    """Group the score's notes by instrument -> (parts, descriptions of skipped tracks).
+
+    ``instrument`` given: every pitched part (not the GM drum channel 10) goes to it. Otherwise each
+    (track, channel) goes by the GM program of its notes (40 violin, 42 cello, 73 flute); other programs
+    are skipped (and listed); none left is a UserError suggesting --instrument.
+    """
+    if instrument is not None and instrument not in INSTRUMENTS:
+        raise UserError(f"unknown instrument '{instrument}' (choose one of: {', '.join(INSTRUMENTS)})")
+    groups: dict[str, list[tuple[int, int]]] = {}
+    skipped: list[str] = []
+    for (track, channel), program in sorted(score.parts().items()):
+        label = score.track_names.get(track) or f"track {track}"
+        if channel == DRUM_CHANNEL:
+            skipped.append(f"{label} (channel 10, drums)")
+            continue
+        name = instrument or PROGRAM_INSTRUMENTS.get(program)
+        if name is None:
+            skipped.append(f"{label} (channel {channel + 1}, GM program {program})")
+            continue
+        groups.setdefault(name, []).append((track, channel))
+    if not groups:
+        raise UserError(
+            f"no violin, cello or flute parts (GM programs 40, 42, 73) in {score.path or 'the score'}; "
+            "choose one with --instrument violin|cello|flute"
+        )
+    parts = []
+    for name in INSTRUMENTS:
+        if name in groups:
+            notes, controls = select_parts(score, groups[name])
+            parts.append(Part(name, groups[name], notes, controls))
+    return parts, skipped
+
+
+# -- model inputs ------------------------------------------------------------------------------------
+
+
+class InputStream:
+    """Model input frames of one part, range after range: ``next(n) -> (C_in, n)`` float32 (a new array).
+
+    Frames at or beyond ``n_frames`` are zeros (the zero padding the model is trained with).
+    """
+
+    def __init__(self, tracker: NoteTracker, model_cfg: Any, n_frames: int, max_frames: int):
+        self.tracker = tracker
+        self.model_cfg = model_cfg
+        self.n_frames = n_frames
+        self.channels = input_channels(model_cfg)
+        self.frame = 0
+        self._painter = RollPainter()
+        self._rolls = Rolls.zeros(max_frames)
+
+    def next(self, n: int) -> np.ndarray:
+        x = np.zeros((self.channels, n), np.float32)
+        a, b = self.frame, min(self.frame + n, self.n_frames)
+        if b > a:
+            self._painter.paint(self.tracker, a, b, self._rolls)
+            m = b - a
+            r = self._rolls
+            stack_inputs(Rolls(r.roll[:, :m], r.onoff[:, :m], r.velocity[:, :m], r.expression[:, :m]), self.model_cfg, out=x[:, :m])
+        self.frame += n
+        return x
+
+
+# -- model --------------------------------------------------------------------------------------------
+
+
+def model_frames(model: Any, cfg: Any, inputs: InputStream, progress: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (x (C_in, n), y (n_bins, n)) chunks, y the log1p-power predictions for input frames, in order,
+    covering exactly ``inputs.n_frames`` frames.
+
+    Streaming form with ``render.mode: streaming``: ``model.step`` chunks; otherwise overlapping windows.
+    """
+    import torch
+
+    rc = cfg.render
+    streaming = getattr(model, "streaming", cfg.model.form == "streaming") and hasattr(model, "step")
+    T = inputs.n_frames
+    with torch.inference_mode():
+        if streaming and rc.mode == "streaming":
+            yield from _stream_frames(model, max(1, rc.chunk_frames), inputs, T, progress)
+        else:
+            yield from _window_frames(model, max(2, rc.window_frames), rc.crossfade_frames, inputs, T, progress)
+
+
+def _stream_frames(model, chunk, inputs, T, progress):
+    import torch
+
+    L = int(getattr(model, "lookahead_frames", 0))
+    state = model.init_state(1)
+    xs: list[np.ndarray] = []  # inputs not yet matched by outputs (at most L + chunk frames)
+    skip = L
+    done = 0
+    fed = 0
+    while done < T:
+        n = min(chunk, T + L - fed)
+        if n <= 0:  # pragma: no cover - the model returned fewer frames than it was given
+            raise RuntimeError("model.step returned fewer frames than it was fed")
+        x = inputs.next(n)
+        fed += n
+        y, state = model.step(torch.from_numpy(x)[None], state)
+        y = y[0].float().numpy()
+        xs.append(x)
+        if skip:
+            k = min(skip, y.shape[1])
+            y = y[:, k:]
+            skip -= k
+        if y.shape[1] == 0:
+            continue
+        m = min(y.shape[1], T - done)
+        xin = np.concatenate(xs, axis=1)
+        yield xin[:, :m], y[:, :m]
+        rest = xin[:, m:]
+        xs = [rest] if rest.shape[1] else []
+        done += m
+        if progress:
+            progress(m)
+
+
+def _window_frames(model, W, C, inputs, T, progress):
+    import torch
+
+    C = max(0, min(C, W - 1))
+    S = W - C
+    fade_in = (np.arange(1, C + 1, dtype=np.float32) / (C + 1))[None, :]
+    xbuf = np.zeros((inputs.channels, 0), np.float32)
+    pending = None  # last C output frames of the previous window
+    start = 0
+    while start < T:
+        n = min(W, T - start)
+        new = n - xbuf.shape[1]
+        x = np.concatenate([xbuf, inputs.next(new)], axis=1) if new > 0 else xbuf[:, :n]
+        y = model(torch.from_numpy(x)[None])[0].float().numpy()
+        if pending is not None:
+            c = min(C, n)
+            y[:, :c] = pending[:, :c] * (1.0 - fade_in[:, :c]) + y[:, :c] * fade_in[:, :c]
+        final = start + n >= T
+        emit = n if final else n - C
+        yield x[:, :emit], y[:, :emit]
+        if progress:
+            progress(emit)
+        if final:
+            break
+        pending = y[:, emit:].copy()
+        xbuf = x[:, emit:].copy()
+        start += emit
+
+
+# -- phase and audio ----------------------------------------------------------------------------------
+
+
+class StreamingPhase:
+    """Magnitude chunks -> audio of exactly ``n_samples`` samples (RTPGHI or RTISI-LA + streaming iSTFT)."""
+
+    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
+        from rtperformer.dsp import StreamingISTFT, make_phase
+
+        self.phase = make_phase(name, audio_cfg, render_cfg)
+        self.istft = StreamingISTFT(audio_cfg)
+        self.n_bins = audio_cfg.n_bins
+        self._skip_frames = int(self.phase.delay_frames)
+        self._skip_samples = int(self.istft.delay_samples)
+        self.remaining = n_samples
+
+    def _emit(self, audio: np.ndarray) -> np.ndarray:
+        if self._skip_samples:
+            k = min(self._skip_samples, audio.shape[0])
+            audio = audio[k:]
+            self._skip_samples -= k
+        audio = audio[: self.remaining]
+        self.remaining -= audio.shape[0]
+        return audio
+
+    def push(self, mag: np.ndarray) -> np.ndarray:
+        spec = self.phase.process(mag)
+        if self._skip_frames:
+            k = min(self._skip_frames, spec.shape[1])
+            spec = spec[:, k:]
+            self._skip_frames -= k
+        return self._emit(self.istft.push(spec)) if spec.shape[1] else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        outs = []
+        d = int(self.phase.delay_frames)
+        if d:
+            spec = self.phase.process(np.zeros((self.n_bins, d), np.float32))
+            outs.append(self._emit(self.istft.push(spec)))
+        outs.append(self._emit(self.istft.flush()))
+        outs.append(np.zeros(max(self.remaining, 0), np.float32))
+        self.remaining = 0
+        return np.concatenate(outs).astype(np.float32)
+
+
+class BlockGriffinLim:
+    """Magnitude chunks -> audio of ``n_samples``: Griffin-Lim over blocks of ``block`` frames that overlap
+    by ``overlap`` frames; the overlapping audio is crossfaded with equal power."""
+
+    def __init__(self, audio_cfg: Any, render_cfg: Any, n_samples: int, block: int = GLA_BLOCK_FRAMES, overlap: int = GLA_OVERLAP_FRAMES):
+        from rtperformer.dsp.phase import make_phase
+
+        self.gla = make_phase("gla", audio_cfg, render_cfg)
+        self.hop = audio_cfg.hop
+        self.block = max(block, 2 * overlap + 2)
+        self.overlap = overlap
+        self.n_samples = n_samples
+        self._mags: list[np.ndarray] = []
+        self._buffered = 0
+        self._start = 0  # first frame in the buffer
+        self._tail = None  # audio of the previous block over the overlap
+        self._written = 0
+
+    def push(self, mag: np.ndarray) -> np.ndarray:
+        self._mags.append(mag)
+        self._buffered += mag.shape[1]
+        outs = []
+        while self._buffered >= self.block + 1:  # keep one frame so the final block is never empty
+            outs.append(self._run(self.block, final=False))
+        return np.concatenate(outs) if outs else np.zeros(0, np.float32)
+
+    def _run(self, n: int, final: bool) -> np.ndarray:
+        from rtperformer.dsp.crossfade import crossfade
+
+        buf = np.concatenate(self._mags, axis=1)
+        mag = buf[:, :n]
+        s0 = self._start * self.hop
+        length = (self.n_samples - s0) if final else n * self.hop
+        audio = self.gla.reconstruct(mag, length=max(length, 0)) if length > 0 else np.zeros(0, np.float32)
+        if self._tail is not None:
+            c = min(self._tail.shape[0], audio.shape[0])
+            audio = audio.copy()
+            audio[:c] = crossfade(self._tail[:c], audio[:c])
+        if final:
+            out = audio
+            self._mags = []
+            self._buffered = 0
+        else:
+            keep = self.overlap * self.hop
+            out = audio[: audio.shape[0] - keep]
+            self._tail = audio[audio.shape[0] - keep :].copy()
+            step = n - self.overlap
+            rest = buf[:, step:]
+            self._mags = [rest]
+            self._buffered = rest.shape[1]
+            self._start += step
+        self._written += out.shape[0]
+        return out.astype(np.float32)
+
+    def finish(self) -> np.ndarray:
+        out = self._run(self._buffered, final=True) if self._buffered else np.zeros(0, np.float32)
+        missing = self.n_samples - self._written
+        if missing > 0:
+            out = np.concatenate([out, np.zeros(missing, np.float32)])
+        elif missing < 0:
+            out = out[: out.shape[0] + missing]
+        return out
+
+
+def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
+    """The phase + iSTFT stage for ``phase`` (rtpghi | rtisila | gla): ``push(mag) -> audio``, ``finish()``."""
+    if phase == "gla":
+        return BlockGriffinLim(audio_cfg, render_cfg, n_samples)
+    if phase in ("rtpghi", "rtisila"):
+        return StreamingPhase(phase, audio_cfg, render_cfg, n_samples)
+    raise UserError(f"unknown phase method '{phase}' (choose one of: rtpghi, rtisila, gla)")
+
+
+# -- one part -----------------------------------------------------------------------------------------
+
+
+class PreviewCollector:
+    """Keeps every ``stride``-th frame of the input roll and output features for the PNG (bounded)."""
+
+    def __init__(self, n_frames: int, max_columns: int = PNG_MAX_COLUMNS):
+        self.stride = max(1, math.ceil(n_frames / max_columns))
+        self.rolls: list[np.ndarray] = []
+        self.feats: list[np.ndarray] = []
+        self._frame = 0
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        n = x.shape[1]
+        first = (-self._frame) % self.stride
+        idx = np.arange(first, n, self.stride)
+        if idx.size:
+            self.rolls.append(x[:128, idx].astype(np.float16))
+            self.feats.append(y[:, idx].astype(np.float16))
+        self._frame += n
+
+
+@dataclass
+class PartResult:
+    instrument: str
+    path: Path
+    sample_rate: int
+    n_samples: int
+    peak: float
+    preview: PreviewCollector | None
+
+
+def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path, out_rate: int | None = None,
+                preview: bool = False, progress_bar: bool | None = None) -> PartResult:
+    """Render ``seconds`` of one part with its model into a float32 WAV at ``wav_path``.
+
+    The audio is resampled (soxr) to ``out_rate`` when it differs from the model's sample rate.
+    """
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from rtperformer.dsp import to_magnitude
+
+    ac, rc = cfg.audio, cfg.render
+    n_samples = seconds_to_sample(seconds, ac.sample_rate)
+    T = n_samples // ac.hop + 1
+    tracker = tracker_from_notes(part.notes, part.controls, ac, rc.velocity_sensitive)
+    chunk = max(rc.chunk_frames, rc.window_frames) + int(getattr(model, "lookahead_frames", 0)) + 1
+    inputs = InputStream(tracker, cfg.model, T, max_frames=chunk)
+    stage = make_audio_stage(rc.phase, ac, rc, n_samples)
+    out_rate = out_rate or ac.sample_rate
+    resampler = None
+    if out_rate != ac.sample_rate:
+        import soxr
+
+        resampler = soxr.ResampleStream(ac.sample_rate, out_rate, 1, dtype="float32")
+    collector = PreviewCollector(T) if preview else None
+    peak = 0.0
+    written = 0
+    n_out = seconds_to_sample(seconds, out_rate)
+    # progress_bar None: tqdm decides (off when stderr is not a terminal).
+    bar = tqdm(total=T, desc=f"render {part.instrument}", unit="frame", leave=False,
+               disable=None if progress_bar is None else not progress_bar)
+    with sf.SoundFile(str(wav_path), "w", samplerate=out_rate, channels=1, subtype="FLOAT", format="WAV") as f:
+
+        def write(audio: np.ndarray, last: bool = False) -> None:
+            nonlocal peak, written
+            if resampler is not None:
+                audio = resampler.resample_chunk(audio, last=last)
+            audio = audio[: max(n_out - written, 0)]
+            if last and written + audio.shape[0] < n_out:
+                audio = np.concatenate([audio, np.zeros(n_out - written - audio.shape[0], np.float32)])
+            if audio.size:
+                peak = max(peak, float(np.max(np.abs(audio))))
+                f.write(audio)
+                written += audio.shape[0]
+
+        try:
+            for x, y in model_frames(model, cfg, inputs, bar.update):
+                if collector is not None:
+                    collector.add(x, y)
+                write(stage.push(to_magnitude(y, ac)))
+            write(stage.finish(), last=True)
+        finally:
+            bar.close()
+    return PartResult(part.instrument, wav_path, out_rate, written, peak, collector)
+
+
+# -- mixing and output --------------------------------------------------------------------------------
+
+
+def mix_to_wav(parts: list[PartResult], out_path: Path) -> tuple[float, float]:
+    """Sum the parts' WAVs block-wise and write ``out_path`` (float32) with one peak-safe gain.
+
+    Returns (gain, peak after gain). gain = min(1, PEAK_CEILING / peak of the sum).
+    """
+    import soundfile as sf
+
+    rate = parts[0].sample_rate
+    n = max(p.n_samples for p in parts)
+
+    def blocks():
+        files = [sf.SoundFile(str(p.path)) for p in parts]
+        try:
+            for s in range(0, n, _IO_BLOCK):
+                m = min(_IO_BLOCK, n - s)
+                acc = np.zeros(m, np.float32)
+                for f in files:
+                    b = f.read(m, dtype="float32")
+                    acc[: b.shape[0]] += b
+                yield acc
+        finally:
+            for f in files:
+                f.close()
+
+    peak = max((float(np.max(np.abs(b))) for b in blocks()), default=0.0) if len(parts) > 1 else parts[0].peak
+    gain = min(1.0, PEAK_CEILING / peak) if peak > 0 else 1.0
+    with sf.SoundFile(str(out_path), "w", samplerate=rate, channels=1, subtype="FLOAT", format="WAV") as f:
+        for b in blocks():
+            f.write(b * np.float32(gain))
+    return gain, peak * gain
+
+
+def write_png(results: list[PartResult], cfgs: dict[str, Any], png_path: Path) -> None:
+    """Input roll and output spectrogram (log1p-power features) of each part, one row each (Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if r.preview is not None and r.preview.rolls]
+    fig, axes = plt.subplots(2 * len(rows), 1, figsize=(12, 4.5 * len(rows)), squeeze=False)
+    for i, r in enumerate(rows):
+        ac = cfgs[r.instrument].audio
+        p = r.preview
+        roll = np.concatenate(p.rolls, axis=1).astype(np.float32)
+        feats = np.concatenate(p.feats, axis=1).astype(np.float32)
+        seconds = roll.shape[1] * p.stride / ac.frame_rate
+        pitches = np.flatnonzero(roll.any(axis=1))
+        lo, hi = (int(pitches.min()) - 2, int(pitches.max()) + 3) if pitches.size else (0, 128)
+        ax = axes[2 * i, 0]
+        ax.imshow(roll[max(lo, 0) : min(hi, 128)], aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
+                  extent=(0, seconds, max(lo, 0), min(hi, 128)))
+        ax.set_title(f"{r.instrument}: input roll")
+        ax.set_ylabel("MIDI pitch")
+        ax = axes[2 * i + 1, 0]
+        ax.imshow(feats, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
+                  extent=(0, seconds, 0, ac.sample_rate / 2000.0))
+        ax.set_title(f"{r.instrument}: output log1p(power_scale*|S|^2)")
+        ax.set_ylabel("kHz")
+        ax.set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(str(png_path), dpi=80, format="png")
+    plt.close(fig)
+
+
+def temp_path_for(path: Path, suffix: str) -> Path:
+    """A hidden temp file next to ``path`` (same file system, so os.replace is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
+    os.close(fd)
+    return Path(name)
+
+
+@dataclass
+class RenderSummary:
+    out_path: Path
+    sample_rate: int
+    n_samples: int
+    seconds: float
+    gain: float
+    peak: float
+    instruments: list[str]
+
+
+def render_score(score: Score, parts: list[Part], models: dict[str, tuple[Any, Any]], out_path: str | os.PathLike,
+                 png_path: str | os.PathLike | None = None, progress_bar: bool | None = None) -> RenderSummary:
+    """Render every part with ``models[instrument] = (model, cfg)`` and write ``out_path`` (and the PNG).
+
+    Length: ``score.duration`` + the largest ``render.release_seconds`` among the models' configs. Output
+    sample rate: the highest among the models (others resampled). Outputs appear only when complete.
+    """
+    out_path = Path(out_path)
+    png = Path(png_path) if png_path else None
+    for p in [out_path] + ([png] if png else []):
+        if not p.parent.is_dir():
+            raise UserError(f"output folder does not exist: {p.parent}")
+    cfgs = {name: cfg for name, (_, cfg) in models.items()}
+    release = max(cfgs[p.instrument].render.release_seconds for p in parts)
+    seconds = score.duration + release
+    rate = max(cfgs[p.instrument].audio.sample_rate for p in parts)
+    work = Path(tempfile.mkdtemp(prefix="rtperformer-render-"))
+    tmp_wav = tmp_png = None
+    try:
+        results = []
+        for part in parts:
+            model, cfg = models[part.instrument]
+            results.append(render_part(part, model, cfg, seconds, work / f"{part.instrument}.wav", rate,
+                                       preview=png is not None, progress_bar=progress_bar))
+        tmp_wav = temp_path_for(out_path, ".wav")
+        gain, peak = mix_to_wav(results, tmp_wav)
+        if png is not None:
+            tmp_png = temp_path_for(png, ".png")
+            write_png(results, cfgs, tmp_png)
+            os.replace(tmp_png, png)
+            tmp_png = None
+        os.replace(tmp_wav, out_path)
+        tmp_wav = None
+        return RenderSummary(out_path, rate, results[0].n_samples, seconds, gain, peak, [p.instrument for p in parts])
+    finally:
+        for t in (tmp_wav, tmp_png):
+            if t is not None and t.exists():
+                t.unlink()
+        shutil.rmtree(work, ignore_errors=True)

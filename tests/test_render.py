@@ -1,0 +1,175 @@
+"""rtperformer.render: instrument assignment, chunked model inference, phase stages, mixing."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+
+from rtperformer.config import load_config  # noqa: E402
+from rtperformer.errors import UserError  # noqa: E402
+from rtperformer.midi.score import Control, Note, Score  # noqa: E402
+from rtperformer.render import (  # noqa: E402
+    PEAK_CEILING,
+    BlockGriffinLim,
+    InputStream,
+    Part,
+    PartResult,
+    StreamingPhase,
+    assign_parts,
+    mix_to_wav,
+    model_frames,
+    render_score,
+)
+from rtperformer.rolls import n_frames_for, notes_to_rolls, stack_inputs, tracker_from_notes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from rtperformer.model.performancenet import build_model
+
+    torch.set_num_threads(1)
+    cfg = load_config("tiny-test")
+    torch.manual_seed(0)
+    return build_model(cfg).eval(), cfg
+
+
+def _score():
+    notes = [
+        Note(0.0, 0.4, 69, 100, channel=0, program=40, track=1),
+        Note(0.3, 0.7, 72, 70, channel=0, program=40, track=1),
+        Note(0.1, 0.8, 48, 90, channel=1, program=42, track=2),
+        Note(0.2, 0.5, 36, 90, channel=9, program=0, track=3),  # drums: never rendered
+        Note(0.0, 0.2, 60, 90, channel=3, program=0, track=4),  # piano: skipped unless --instrument
+    ]
+    return Score(notes, [Control(0.2, 0, 11, 50, 1)], [], 0.8, "test.mid", {1: "Violin"})
+
+
+def test_assign_parts_by_program_and_by_flag():
+    parts, skipped = assign_parts(_score())
+    assert [(p.instrument, p.sources, len(p.notes)) for p in parts] == [("violin", [(1, 0)], 2), ("cello", [(2, 1)], 1)]
+    assert len(skipped) == 2 and any("drums" in s for s in skipped) and any("program 0" in s for s in skipped)
+    assert [c.number for c in parts[0].controls] == [11] and parts[1].controls == []
+    parts, skipped = assign_parts(_score(), "flute")
+    assert [(p.instrument, len(p.notes)) for p in parts] == [("flute", 4)]
+    with pytest.raises(UserError, match="unknown instrument"):
+        assign_parts(_score(), "oboe")
+    piano = Score([Note(0, 1, 60, 90, program=0)], [], [], 1.0, "p.mid")
+    with pytest.raises(UserError, match="--instrument"):
+        assign_parts(piano)
+
+
+def _inputs(cfg, score, T):
+    tr = tracker_from_notes(score.notes, score.controls, cfg.audio, cfg.render.velocity_sensitive)
+    return InputStream(tr, cfg.model, T, max_frames=256)
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 16])
+def test_streaming_chunks_equal_whole_clip_forward(tiny, chunk):
+    model, cfg = tiny
+    cfg = cfg.replace(render=dataclasses.replace(cfg.render, chunk_frames=chunk))
+    score = _score()
+    T = n_frames_for(score.duration, cfg.audio)
+    x = stack_inputs(notes_to_rolls(score.notes, score.controls, cfg.audio, T), cfg.model)
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)[None])[0].numpy()
+    got = list(model_frames(model, cfg, _inputs(cfg, score, T)))
+    xs = np.concatenate([a for a, _ in got], axis=1)
+    ys = np.concatenate([b for _, b in got], axis=1)
+    np.testing.assert_array_equal(xs, x)
+    assert ys.shape == want.shape
+    np.testing.assert_allclose(ys, want, rtol=1e-4, atol=1e-4)
+
+
+def test_window_mode_covers_every_frame(tiny):
+    model, cfg = tiny
+    score = _score()
+    T = n_frames_for(score.duration, cfg.audio)
+    x = stack_inputs(notes_to_rolls(score.notes, score.controls, cfg.audio, T), cfg.model)
+    # one window as long as the clip: exactly the whole-clip forward
+    big = cfg.replace(render=dataclasses.replace(cfg.render, mode="window", window_frames=T + 5))
+    with torch.inference_mode():
+        want = model(torch.from_numpy(x)[None])[0].numpy()
+    ys = np.concatenate([b for _, b in model_frames(model, big, _inputs(big, score, T))], axis=1)
+    np.testing.assert_allclose(ys, want, rtol=1e-4, atol=1e-4)
+    # overlapping windows: every input frame once, in order, finite outputs
+    small = cfg.replace(render=dataclasses.replace(cfg.render, mode="window", window_frames=32, crossfade_frames=8))
+    got = list(model_frames(model, small, _inputs(small, score, T)))
+    np.testing.assert_array_equal(np.concatenate([a for a, _ in got], axis=1), x)
+    ys = np.concatenate([b for _, b in got], axis=1)
+    assert ys.shape == (cfg.audio.n_bins, T) and np.isfinite(ys).all()
+
+
+def _burst(cfg, n, start):
+    t = np.arange(n) / cfg.audio.sample_rate
+    audio = np.zeros(n, np.float32)
+    audio[start:] = 0.5 * np.sin(2 * np.pi * 440 * t[start:])
+    return audio
+
+
+@pytest.mark.parametrize("phase", ["rtpghi", "rtisila", "gla"])
+def test_phase_stages_are_aligned_and_exact_length(tiny, phase):
+    from rtperformer.dsp import stft
+
+    _, cfg = tiny
+    ac = cfg.audio
+    n = 8000
+    start = 3000
+    mag = np.abs(stft(_burst(cfg, n, start), ac)).astype(np.float32)
+    if phase == "gla":
+        stage = BlockGriffinLim(ac, cfg.render, n, block=40, overlap=6)  # several blocks
+    else:
+        stage = StreamingPhase(phase, ac, cfg.render, n)
+    outs = [stage.push(mag[:, i : i + 7]) for i in range(0, mag.shape[1], 7)]
+    outs.append(stage.finish())
+    audio = np.concatenate(outs)
+    assert audio.shape == (n,) and audio.dtype == np.float32 and np.isfinite(audio).all()
+    # silence before the burst (up to half a window of smearing), sound after it
+    quiet = np.abs(audio[: start - ac.n_fft]).max()
+    loud = np.abs(audio[start + ac.n_fft : n - ac.n_fft]).mean()
+    assert quiet < 0.02 and loud > 0.15
+
+
+def test_mix_gain_is_peak_safe(tmp_path):
+    sr = 8000
+    a = np.full(1000, 0.7, np.float32)
+    b = np.full(800, 0.6, np.float32)
+    for name, x in (("a", a), ("b", b)):
+        sf.write(tmp_path / f"{name}.wav", x, sr, subtype="FLOAT")
+    parts = [PartResult("violin", tmp_path / "a.wav", sr, 1000, 0.7, None),
+             PartResult("cello", tmp_path / "b.wav", sr, 800, 0.6, None)]
+    gain, peak = mix_to_wav(parts, tmp_path / "mix.wav")
+    y, _ = sf.read(tmp_path / "mix.wav", dtype="float32")
+    assert y.shape == (1000,)
+    assert gain == pytest.approx(PEAK_CEILING / 1.3) and peak == pytest.approx(PEAK_CEILING)
+    assert y[0] == pytest.approx(PEAK_CEILING, rel=1e-5) and y[-1] == pytest.approx(0.7 * gain, rel=1e-5)
+    # quiet audio is never boosted
+    gain, _ = mix_to_wav(parts[1:], tmp_path / "quiet.wav")
+    assert gain == 1.0
+
+
+def test_render_score_two_instruments_and_resampling(tiny, tmp_path):
+    model, cfg = tiny
+    score = _score()
+    parts, _ = assign_parts(score)
+    hi = cfg.replace(audio=dataclasses.replace(cfg.audio, sample_rate=22050))
+    from rtperformer.model.performancenet import build_model
+
+    model_hi = build_model(hi).eval()
+    out = tmp_path / "o.wav"
+    s = render_score(score, parts, {"violin": (model, cfg), "cello": (model_hi, hi)}, out, tmp_path / "o.png", progress_bar=False)
+    audio, sr = sf.read(out, dtype="float32")
+    assert sr == 22050 == s.sample_rate
+    assert audio.shape == (round((0.8 + cfg.render.release_seconds) * 22050),)
+    assert np.abs(audio).max() <= PEAK_CEILING + 1e-6 and np.abs(audio).max() > 0
+    assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o.wav"]  # no temp files left
+
+
+def test_render_score_missing_output_folder(tiny, tmp_path):
+    model, cfg = tiny
+    parts, _ = assign_parts(_score())
+    with pytest.raises(UserError, match="output folder"):
+        render_score(_score(), parts, {"violin": (model, cfg), "cello": (model, cfg)}, tmp_path / "nope" / "o.wav")
