@@ -108,6 +108,15 @@ class ServeConfig:
     channel_map: Mapping[int, str] = field(default_factory=dict)  # MIDI channel (0-15) -> instrument
     default_instrument: str = "violin"
     gain: float = 1.0
+    channels: int = 2  # audio output channels (the mono mix on each)
+    backend: str = "torch"  # model runtime for streaming steps (rtperformer.backends; "auto" = fastest)
+    step_frames: int = 1  # streaming mode: frames per model step
+    window_step_frames: int = 4  # window mode: frames rendered per offline window run
+    window_future_frames: int = 8  # window mode: future frames filled by extending held notes
+    gate: bool = True  # silence an instrument once no note has sounded for render.release_seconds
+    torch_threads: int = 1  # intra-op threads of the render thread (0 = torch default)
+    realtime_priority: int = 5  # SCHED_FIFO priority of the render thread when permitted (0 = off)
+    event_queue: int = 4096  # preallocated MIDI event queue (messages)
 
 
 @dataclass(frozen=True)

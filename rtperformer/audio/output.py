@@ -1,0 +1,213 @@
+"""The sounddevice output stream: the audio callback copies from an SPSC ring into ``outdata``.
+
+The callback does nothing else: ``ring.read_into(outdata)`` (zero-fill + underrun count when short),
+an optional copy of exactly those frames into a second ring for the WAV recorder, and two stores into
+a preallocated clock array (frames played, ``perf_counter`` at the callback) that the MIDI thread
+reads to stamp messages with the audio sample clock. No buffer allocation, no locks, no logging.
+
+sounddevice initialises PortAudio when it is imported, so :func:`prepare_portaudio` (JACK client name,
+``JACK_DEFAULT_SERVER``, no server autostart) must run before the first import; nothing in this module
+imports sounddevice at the top.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+import time
+
+import numpy as np
+
+from rtperformer.audio.ring import AudioRing
+from rtperformer.errors import UserError
+
+JACK_HOSTAPI = "JACK Audio Connection Kit"
+_client_name_buf = None  # PortAudio keeps the pointer: keep the buffer alive for the process
+
+
+def prepare_portaudio(client_name: str | None = None) -> None:
+    """Set PortAudio's JACK client name and forbid JACK server autostart; call before importing sounddevice."""
+    global _client_name_buf
+    os.environ.setdefault("JACK_NO_START_SERVER", "1")
+    if "sounddevice" in sys.modules or not client_name:
+        return
+    path = ctypes.util.find_library("portaudio")
+    if not path:
+        return
+    try:
+        lib = ctypes.CDLL(path)
+        fn = lib.PaJack_SetClientName
+    except (OSError, AttributeError):
+        return
+    _client_name_buf = ctypes.create_string_buffer(client_name.encode())
+    fn(_client_name_buf)
+
+
+def import_sounddevice():
+    """Import sounddevice or raise a one-line :class:`UserError`."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:  # PortAudio library missing
+        raise UserError(f"cannot load PortAudio for audio output ({exc})") from None
+    return sd
+
+
+def hostapi_names(sd) -> list[str]:
+    return [h["name"] for h in sd.query_hostapis()]
+
+
+def find_output_device(spec: str | int | None, prefer_jack: bool = True) -> tuple[int, dict, str]:
+    """Resolve ``--audio-device`` (index, exact name or case-insensitive substring) to an output device.
+
+    Default: the JACK host API's default output when ``prefer_jack`` and JACK is listed, else the
+    PortAudio default. Returns (index, device info, host API name); no match -> UserError.
+    """
+    sd = import_sounddevice()
+    devices = sd.query_devices()
+    apis = sd.query_hostapis()
+    outputs = [i for i, d in enumerate(devices) if d["max_output_channels"] > 0]
+    if not outputs:
+        raise UserError("no audio output device found (is the JACK server running?)")
+    idx = None
+    if spec is None or spec == "":
+        if prefer_jack:
+            for api in apis:
+                if api["name"] == JACK_HOSTAPI and api["default_output_device"] >= 0:
+                    idx = api["default_output_device"]
+        if idx is None:
+            default = sd.default.device[1]
+            idx = default if default is not None and default >= 0 else outputs[0]
+    else:
+        s = str(spec)
+        if s.isdigit() and int(s) in outputs:
+            idx = int(s)
+        else:
+            label = lambda i: f"{devices[i]['name']} ({apis[devices[i]['hostapi']]['name']})"  # noqa: E731
+            exact = [i for i in outputs if devices[i]["name"] == s]
+            sub = [i for i in outputs if s.lower() in label(i).lower()]
+            jack_first = sorted(exact or sub, key=lambda i: apis[devices[i]["hostapi"]]["name"] != JACK_HOSTAPI)
+            if not jack_first:
+                names = ", ".join(label(i) for i in outputs)
+                raise UserError(f"audio device '{s}' not found (outputs: {names})")
+            idx = jack_first[0]
+    info = devices[idx]
+    return idx, info, apis[info["hostapi"]]["name"]
+
+
+class AudioOutput:
+    """An output stream fed from ``ring`` (mono or ``channels`` wide) at the device's rate.
+
+    ``record_ring`` (optional, ``channels`` wide): receives every frame written to the device.
+    ``clock``: float64 (2,) = [frames played so far, perf_counter() at that callback].
+    """
+
+    def __init__(self, ring: AudioRing, samplerate: int, blocksize: int, channels: int = 2,
+                 device: int | None = None, record_ring: AudioRing | None = None):
+        self.ring = ring
+        self.record_ring = record_ring
+        self.samplerate = int(samplerate)
+        self.blocksize = int(blocksize)
+        self.channels = int(channels)
+        self.device = device
+        self.clock = np.zeros(2, dtype=np.float64)
+        self.callbacks = 0
+        self.status_flags = 0  # callbacks where PortAudio reported an xrun (under/overflow)
+        self.stream = None
+
+    def _callback(self, outdata, frames, time_info, status):  # audio thread
+        self.ring.read_into(outdata)
+        rec = self.record_ring
+        if rec is not None:
+            rec.write(outdata)
+        if status:
+            self.status_flags += 1
+        clock = self.clock
+        clock[0] += frames
+        clock[1] = time.perf_counter()
+        self.callbacks += 1
+
+    def sample_clock(self) -> int:
+        """The audio sample clock now: frames played + time since that callback (any thread)."""
+        frames = self.clock[0]
+        t = self.clock[1]
+        if t == 0.0:
+            return int(frames)
+        ahead = (time.perf_counter() - t) * self.samplerate
+        if ahead > self.blocksize:
+            ahead = self.blocksize
+        return int(frames + ahead)
+
+    def open(self) -> None:
+        sd = import_sounddevice()
+        try:
+            self.stream = sd.OutputStream(
+                samplerate=self.samplerate, blocksize=self.blocksize, channels=self.channels,
+                dtype="float32", device=self.device, callback=self._callback, latency="low")
+        except sd.PortAudioError as exc:
+            raise UserError(f"cannot open audio output: {exc}") from None
+
+    def start(self) -> None:
+        if self.stream is None:
+            self.open()
+        self.stream.start()
+
+    @property
+    def latency(self) -> float:
+        """Output latency the device reports, seconds."""
+        return float(self.stream.latency) if self.stream is not None else 0.0
+
+    def close(self) -> None:
+        if self.stream is not None:
+            try:
+                self.stream.stop()
+            finally:
+                self.stream.close()
+                self.stream = None
+
+
+class PacedOutput(AudioOutput):
+    """A stand-in sound card: a thread calls the same callback every ``blocksize`` frames, paced by the
+    wall clock (``time.perf_counter``), with a preallocated ``outdata``. For the demo and for machines
+    without an audio device; ``speed`` > 1 runs faster than real time."""
+
+    def __init__(self, ring: AudioRing, samplerate: int, blocksize: int, channels: int = 2,
+                 record_ring: AudioRing | None = None, speed: float = 1.0):
+        super().__init__(ring, samplerate, blocksize, channels, None, record_ring)
+        self.speed = float(speed)
+        self._outdata = np.zeros((self.blocksize, self.channels), dtype=np.float32)
+        self._thread = None
+        self._stop = False
+
+    def open(self) -> None:
+        pass
+
+    def start(self) -> None:
+        import threading
+
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="rtperformer-paced-output", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        period = self.blocksize / self.samplerate / self.speed
+        t_next = time.perf_counter()
+        while not self._stop:
+            self._callback(self._outdata, self.blocksize, None, None)
+            t_next += period
+            wait = t_next - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.5:  # fell far behind (debugger, suspend): resync instead of bursting
+                t_next = time.perf_counter()
+
+    @property
+    def latency(self) -> float:
+        return self.blocksize / self.samplerate
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

@@ -1,0 +1,60 @@
+"""``rtperformer serve``: play live — MIDI in (a port or a virtual port), streaming PerformanceNet, audio out."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+HELP = "Play live: MIDI in, streaming PerformanceNet, audio out."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config (path or name in configs/) for the render and serve settings")
+    p.add_argument("--model", action="append", metavar="[INSTRUMENT=]NAME_OR_PATH",
+                   help="model to play (repeat for several instruments, e.g. --model cello=models/cello); "
+                        "default: every model of violin, cello, flute found in models/")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--midi-port", metavar="NAME_OR_PATTERN", help="connect to an existing MIDI port")
+    src.add_argument("--virtual", metavar="NAME", help="create a virtual MIDI port NAME (default: 'in')")
+    p.add_argument("--midi-api", choices=["jack", "alsa"],
+                   help="MIDI API (default: jack when a JACK server is running, else alsa)")
+    p.add_argument("--audio-device", metavar="NAME_OR_INDEX", help="audio output device (see rtperformer devices)")
+    p.add_argument("--record", metavar="OUT.wav", help="write exactly what is sent to the audio device")
+    p.add_argument("--mode", choices=["streaming", "window"], help="override render.mode")
+    p.add_argument("--backend", help="override serve.backend (torch, onnx, torchscript, auto, ...)")
+    p.add_argument("--client-name", default="rtperformer", help="JACK/ALSA client name (default rtperformer)")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
+    p.add_argument("--quiet", action="store_true", help="no status line on stderr")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtperformer.config import Config, load_config
+    from rtperformer.errors import UserError
+    from rtperformer.server import serve
+
+    cfg = load_config(args.config) if args.config else Config()
+    serve_cfg, render_cfg = cfg.serve, cfg.render
+    if args.backend:
+        serve_cfg = dataclasses.replace(serve_cfg, backend=args.backend)
+    if args.mode:
+        render_cfg = dataclasses.replace(render_cfg, mode=args.mode)
+    cfg = cfg.replace(serve=serve_cfg, render=render_cfg)
+    if args.duration is not None and args.duration <= 0:
+        raise UserError("--duration must be > 0")
+    if args.record and not args.record.lower().endswith(".wav"):
+        raise UserError(f"--record needs a .wav path, got {args.record}")
+
+    import torch
+
+    from rtperformer.engine import load_instruments
+
+    if cfg.serve.torch_threads > 0:
+        torch.set_num_threads(int(cfg.serve.torch_threads))
+    # The MIDI API is checked before the models load, so a missing server fails fast.
+    from rtperformer.midi.sources import check_midi_api, default_api
+
+    api = args.midi_api or default_api()
+    check_midi_api(api)
+    instruments = load_instruments(args.model)
+    return serve(cfg, instruments, api, args.midi_port, args.virtual, args.audio_device, args.record,
+                 args.quiet, client_name=args.client_name, duration=args.duration)

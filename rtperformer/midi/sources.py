@@ -1,0 +1,242 @@
+"""MIDI sources: rtmidi ports (existing by name/pattern, or virtual) on the JACK or ALSA API, and a
+MIDI-file replay for tests and the demo.
+
+Every source does one thing with a message: stamp it with the audio sample clock and push it onto a
+preallocated :class:`~rtperformer.audio.ring.EventRing`. All other work belongs to the render thread.
+
+JACK detection (:func:`jack_server_running`) connects to the server's socket instead of opening a
+libjack client, so a missing server never prints libjack's noise and never starts a server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rtperformer.audio.ring import EventRing
+from rtperformer.errors import UserError
+
+APIS = ("jack", "alsa")
+
+
+def jack_server_name() -> str:
+    return os.environ.get("JACK_DEFAULT_SERVER") or "default"
+
+
+def jack_server_running(server: str | None = None) -> bool:
+    """True when a JACK server named ``server`` (default: $JACK_DEFAULT_SERVER or "default") answers."""
+    server = server or jack_server_name()
+    tmpdir = os.environ.get("JACK_TMPDIR", "/dev/shm")
+    uid = 0 if os.environ.get("JACK_PROMISCUOUS_SERVER") else os.getuid()
+    path = os.path.join(tmpdir, f"jack_{server}_{uid}_0")
+    if not os.path.exists(path):
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(0.5)
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def default_api() -> str:
+    """``jack`` when a JACK server is running, else ``alsa``."""
+    return "jack" if jack_server_running() else "alsa"
+
+
+def _rtmidi():
+    import rtmidi
+
+    return rtmidi
+
+
+def _api_const(api: str) -> int:
+    rtmidi = _rtmidi()
+    if api == "jack":
+        return rtmidi.API_UNIX_JACK
+    if api == "alsa":
+        return rtmidi.API_LINUX_ALSA
+    raise UserError(f"unknown MIDI API '{api}' (choose jack or alsa)")
+
+
+def check_midi_api(api: str) -> None:
+    """Raise a one-line UserError when ``api`` cannot work here (no JACK server, no ALSA sequencer)."""
+    if api not in APIS:
+        raise UserError(f"unknown MIDI API '{api}' (choose jack or alsa)")
+    if api == "jack" and not jack_server_running():
+        raise UserError(f"no JACK server '{jack_server_name()}' is running (start jackd, or use --midi-api alsa)")
+    if api == "alsa" and not os.path.exists("/dev/snd/seq"):
+        raise UserError("the ALSA sequencer is not available (no /dev/snd/seq); start JACK and use --midi-api jack")
+
+
+def _open_midi_in(api: str, client_name: str):
+    """An rtmidi.MidiIn on ``api`` or a one-line UserError saying why not."""
+    rtmidi = _rtmidi()
+    check_midi_api(api)
+    try:
+        midi_in = rtmidi.MidiIn(_api_const(api), name=client_name)
+    except (rtmidi.SystemError, RuntimeError) as exc:
+        raise UserError(f"cannot open the {api} MIDI API: {exc}") from None
+    midi_in.set_error_callback(lambda *args: None)  # rtmidi warnings would go to stderr
+    midi_in.ignore_types(sysex=True, timing=True, active_sense=True)
+    return midi_in
+
+
+def list_ports(api: str) -> list[str]:
+    """Names of the MIDI input ports visible on ``api`` (raises UserError when the API is unavailable)."""
+    midi_in = _open_midi_in(api, "rtperformer-list")
+    try:
+        return list(midi_in.get_ports())
+    finally:
+        midi_in.delete()
+
+
+def match_port(ports: list[str], pattern: str) -> int:
+    """Index of the port that ``pattern`` names: exact name, else a unique case-insensitive substring,
+    else a unique regular-expression match; ambiguous or no match -> UserError listing the ports."""
+    if pattern in ports:
+        return ports.index(pattern)
+    low = pattern.lower()
+    hits = [i for i, p in enumerate(ports) if low in p.lower()]
+    if not hits:
+        try:
+            rx = re.compile(pattern, re.IGNORECASE)
+            hits = [i for i, p in enumerate(ports) if rx.search(p)]
+        except re.error:
+            hits = []
+    listing = ", ".join(ports) if ports else "none"
+    if not hits:
+        raise UserError(f"MIDI port '{pattern}' not found (ports: {listing})")
+    if len(hits) > 1:
+        raise UserError(f"MIDI port '{pattern}' is ambiguous (matches: {', '.join(ports[i] for i in hits)})")
+    return hits[0]
+
+
+class RtMidiSource:
+    """An rtmidi input feeding ``queue``: ``virtual`` creates a port others connect to, otherwise
+    ``port`` (name or pattern) connects to an existing one.
+
+    ``clock()`` returns the audio sample clock. The rtmidi callback runs on rtmidi's thread (on JACK,
+    the JACK process thread) and only stamps and pushes.
+    """
+
+    def __init__(self, queue: EventRing, clock: Callable[[], int], api: str,
+                 port: str | None = None, virtual: str | None = None, client_name: str = "rtperformer"):
+        if api not in APIS:
+            raise UserError(f"unknown MIDI API '{api}' (choose jack or alsa)")
+        self.queue = queue
+        self.clock = clock
+        self.api = api
+        self.received = 0
+        self._in = _open_midi_in(api, client_name)
+        try:
+            if virtual:
+                self._in.open_virtual_port(virtual)
+                self.port_name = f"{client_name}:{virtual}" if api == "jack" else virtual
+            else:
+                if not port:
+                    raise UserError("give --midi-port NAME or --virtual NAME")
+                ports = list(self._in.get_ports())
+                idx = match_port(ports, port)
+                self._in.open_port(idx, name="in")
+                self.port_name = ports[idx]
+        except UserError:
+            self._in.delete()
+            raise
+        except Exception as exc:  # rtmidi errors
+            self._in.delete()
+            raise UserError(f"cannot open MIDI port: {exc}") from None
+        self._in.set_callback(self._on_message)
+
+    def _on_message(self, event, data=None):  # rtmidi thread: stamp and queue, nothing else
+        self.queue.push(self.clock(), event[0], time.perf_counter())
+        self.received += 1
+
+    def close(self) -> None:
+        if self._in is not None:
+            try:
+                self._in.cancel_callback()
+                self._in.close_port()
+            finally:
+                self._in.delete()
+                self._in = None
+
+
+@dataclass
+class TimedMessage:
+    """A raw MIDI message (1-3 bytes) at ``time`` seconds from the start of the file."""
+
+    time: float
+    data: bytes
+
+
+def read_midi_messages(path: str | os.PathLike) -> list[TimedMessage]:
+    """All channel messages of a MIDI file (tempo map applied), in time order."""
+    import mido
+
+    try:
+        mid = mido.MidiFile(str(path))
+        out, t = [], 0.0
+        for msg in mid:  # merged tracks, delta times in seconds
+            t += msg.time
+            if msg.is_meta or msg.type == "sysex":
+                continue
+            out.append(TimedMessage(t, bytes(msg.bytes())))
+    except FileNotFoundError:
+        raise UserError(f"MIDI file not found: {path}") from None
+    except (OSError, ValueError, EOFError, KeyError) as exc:
+        raise UserError(f"cannot read MIDI file {path}: {exc}") from None
+    if not out:
+        raise UserError(f"MIDI file {path} has no note or control messages")
+    return out
+
+
+class FileReplaySource:
+    """Replays a list of :class:`TimedMessage` in real time into ``queue`` (a thread), stamping each
+    with ``clock()`` when it is sent, as a live port would. ``start_delay`` seconds of lead-in."""
+
+    def __init__(self, queue: EventRing, clock: Callable[[], int], messages: list[TimedMessage],
+                 start_delay: float = 0.2, speed: float = 1.0):
+        self.queue = queue
+        self.clock = clock
+        self.messages = messages
+        self.start_delay = start_delay
+        self.speed = speed
+        self.port_name = "file"
+        self.sent = 0
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "FileReplaySource":
+        self._thread = threading.Thread(target=self._run, name="rtperformer-replay", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        t0 = time.perf_counter() + self.start_delay
+        for m in self.messages:
+            due = t0 + m.time / self.speed
+            while True:
+                wait = due - time.perf_counter()
+                if wait <= 0 or self._stop.is_set():
+                    break
+                time.sleep(min(wait, 0.002))
+            if self._stop.is_set():
+                break
+            self.queue.push(self.clock(), m.data, time.perf_counter())
+            self.sent += 1
+        self.done.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

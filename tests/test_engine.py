@@ -1,0 +1,147 @@
+"""The live engine offline: same events -> same audio as the offline chain; gate, routing, controls."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from rtperformer.config import from_dict  # noqa: E402
+from rtperformer.engine import Engine, Instrument, _bend_table  # noqa: E402
+from rtperformer.midi.events import seconds_to_sample, timeline  # noqa: E402
+from rtperformer.model.performancenet import build_model  # noqa: E402
+
+TINY = {"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2], "norm": "layer"},
+        "render": {"release_seconds": 0.1}}
+
+
+def tiny(seed=0, **over):
+    d = {k: dict(v) for k, v in TINY.items()}
+    for section, values in over.items():
+        d.setdefault(section, {}).update(values)
+    cfg = from_dict(d)
+    torch.manual_seed(seed)
+    return build_model(cfg).eval(), cfg
+
+
+def notes(*specs):
+    return [SimpleNamespace(start=s, end=e, pitch=p, velocity=v, channel=0, track=0) for s, e, p, v in specs]
+
+
+def events_of(ns, sr, controls=()):
+    return [(seconds_to_sample(m.time, sr), m.data) for m in timeline(ns, controls)]
+
+
+def rms(x):
+    return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_streaming_engine_matches_offline_chain():
+    from rtperformer.dsp import StreamingISTFT, make_phase
+    from rtperformer.rolls import notes_to_rolls, stack_inputs
+
+    model, cfg = tiny(serve={"gate": False})
+    sr, hop = cfg.audio.sample_rate, cfg.audio.hop
+    ns = notes((0.05, 0.40, 69, 100), (0.25, 0.60, 72, 64), (0.70, 0.90, 60, 127))
+    n_frames = 200
+    eng = Engine([Instrument("violin", model, cfg)], cfg, schedule="exact")
+    live = eng.render_offline(events_of(ns, sr), n_frames)
+
+    x = stack_inputs(notes_to_rolls(ns, [], cfg.audio, n_frames), cfg.model)
+    with torch.inference_mode():
+        lp = model(torch.from_numpy(x[None])).numpy()[0]
+    mag = np.sqrt(np.maximum(np.expm1(lp), 0) / cfg.audio.power_scale).astype(np.float32)
+    ref = StreamingISTFT(cfg.audio).push(make_phase(cfg.render.phase, cfg.audio, cfg.render).process(mag))
+    assert live.shape == ref.shape == (n_frames * hop,)
+    assert rms(ref) > 1e-4
+    err = rms(live - ref) / rms(ref)
+    print(f"streaming engine vs offline chain: relative rms error {err:.2e}")
+    assert err < 1e-2
+
+
+@pytest.mark.parametrize("mode", ["streaming", "window"])
+def test_note_sounds_then_gate_silences(mode):
+    model, cfg = tiny(render={"mode": mode, "window_frames": 32, "crossfade_frames": 2},
+                      serve={"window_step_frames": 2, "window_future_frames": 4})
+    sr, hop = cfg.audio.sample_rate, cfg.audio.hop
+    eng = Engine([Instrument("violin", model, cfg)], cfg, schedule="exact")
+    out = eng.render_offline(events_of(notes((0.2, 0.5, 69, 100)), sr), int(1.2 * sr / hop))
+    before, during, after = out[: int(0.19 * sr)], out[int(0.25 * sr): int(0.5 * sr)], out[int(0.5 * sr + 0.1 * sr + 0.05 * sr):]
+    assert np.all(before == 0.0)
+    assert rms(during) > 1e-4
+    assert np.all(after == 0.0)  # gate closed release_seconds after the note-off
+    assert eng.voices["violin"].idle
+
+
+def test_all_notes_off_and_all_sound_off():
+    model, cfg = tiny()
+    sr, hop = cfg.audio.sample_rate, cfg.audio.hop
+    for cc in (123, 120):
+        eng = Engine([Instrument("violin", model, cfg)], cfg, schedule="exact")
+        ev = events_of(notes((0.1, 5.0, 60, 100), (0.1, 5.0, 64, 100)), sr)
+        ev = [e for e in ev if e[1][0] & 0xF0 == 0x90] + [(int(0.4 * sr), bytes([0xB0, cc, 0]))]
+        out = eng.render_offline(ev, int(1.0 * sr / hop))
+        assert rms(out[int(0.15 * sr): int(0.4 * sr)]) > 1e-4
+        assert eng.notes_held == 0
+        assert np.all(out[int(0.7 * sr):] == 0.0)
+
+
+def test_program_change_routes_to_instrument_and_volume_scales():
+    (mv, cv), (mc, cc) = tiny(0), tiny(1)
+    sr, hop = cv.audio.sample_rate, cv.audio.hop
+    insts = [Instrument("violin", mv, cv), Instrument("cello", mc, cc)]
+    eng = Engine(insts, cv, schedule="exact")
+    ev = [(0, bytes([0xC0, 42])), (int(0.05 * sr), bytes([0x90, 48, 100])), (int(0.3 * sr), bytes([0x80, 48, 0]))]
+    loud = eng.render_offline(ev, 100)
+    assert eng.voices["cello"].frames_run > 0 and eng.voices["violin"].frames_run == 0
+
+    eng = Engine(insts, cv, schedule="exact")
+    quiet = eng.render_offline([(0, bytes([0xC0, 42])), (0, bytes([0xB0, 7, 64]))] + ev[1:], 100)
+    ratio = rms(quiet) / rms(loud)
+    assert ratio == pytest.approx((64 / 127) ** 2, rel=0.05)
+
+
+def test_channel_map_and_two_instruments_at_once():
+    (mv, cv), (mc, _) = tiny(0), tiny(1)
+    cfg = from_dict({**TINY, "serve": {"channel_map": {1: "cello"}}})
+    eng = Engine([Instrument("violin", mv, cv), Instrument("cello", mc, cv)], cfg, schedule="exact")
+    ev = [(0, bytes([0x90, 69, 100])), (0, bytes([0x91, 45, 100]))]
+    eng.render_offline(ev, 40)
+    assert eng.voices["cello"].frames_run > 0 and eng.voices["violin"].frames_run > 0
+    assert eng.notes_held == 2
+
+
+def test_pitch_bend_warps_magnitudes():
+    n_bins = 513
+    mag = np.zeros((n_bins, 1), np.float32)
+    mag[100] = 1.0
+    idx, w0, w1 = _bend_table(n_bins, 12.0)  # one octave up
+    up = mag[idx[0]] * w0 + mag[idx[1]] * w1
+    assert int(np.argmax(up[:, 0])) == 200
+    idx, w0, w1 = _bend_table(n_bins, -12.0)
+    down = mag[idx[0]] * w0 + mag[idx[1]] * w1
+    assert int(np.argmax(down[:, 0])) == 50
+
+
+def test_pitch_bend_event_sets_voice_bend():
+    model, cfg = tiny()
+    eng = Engine([Instrument("violin", model, cfg)], cfg, schedule="exact")
+    eng.render_offline([(0, bytes([0xE0, 0x00, 0x7F]))], 2)  # 16256 - 8192 = +8064
+    assert eng.voices["violin"].bend == pytest.approx(8064 / 8192 * cfg.serve.pitch_bend_range)
+
+
+def test_resampled_output_length():
+    model, cfg = tiny()
+    eng = Engine([Instrument("violin", model, cfg)], cfg, out_rate=44100, schedule="exact")
+    out = eng.render_offline([(0, bytes([0x90, 69, 100]))], 400)
+    expected = 400 * cfg.audio.hop * 44100 / 48000
+    assert abs(len(out) - expected) < 0.02 * expected

@@ -1,0 +1,90 @@
+"""SPSC rings: wraparound, underrun and overrun counting, the event queue."""
+
+import threading
+
+import numpy as np
+
+from rtperformer.audio.ring import AudioRing, EventRing
+
+
+def test_wraparound_keeps_order():
+    ring = AudioRing(10, 1)
+    out = np.empty((4, 1), np.float32)
+    x = np.arange(100, dtype=np.float32)
+    got = []
+    i = 0
+    while i < 100:
+        i += ring.write(x[i:i + 7])
+        while ring.fill >= 4:
+            assert ring.read_into(out) == 4
+            got.append(out[:, 0].copy())
+    got.append(ring.read()[:, 0])
+    assert np.array_equal(np.concatenate(got), x)
+    assert ring.underruns == 0
+
+
+def test_underrun_zero_fills_and_counts():
+    ring = AudioRing(8, 2)
+    ring.write(np.ones(3, np.float32))  # mono written, broadcast to 2 channels
+    out = np.full((5, 2), 7.0, np.float32)
+    assert ring.read_into(out) == 3
+    assert np.all(out[:3] == 1.0) and np.all(out[3:] == 0.0)
+    assert ring.underruns == 1 and ring.underrun_frames == 2
+    assert ring.read_into(out) == 0 and ring.underruns == 2 and np.all(out == 0.0)
+
+
+def test_overrun_drops_and_counts():
+    ring = AudioRing(4, 1)
+    assert ring.write(np.ones(6, np.float32)) == 4
+    assert ring.overruns == 1 and ring.dropped_frames == 2
+    assert ring.space == 0 and ring.fill == 4
+
+
+def test_stereo_mono_broadcast_into_stereo_out_across_the_seam():
+    ring = AudioRing(5, 1)
+    ring.write(np.arange(4, dtype=np.float32))
+    ring.read(3)
+    ring.write(np.arange(4, 8, dtype=np.float32))  # wraps
+    out = np.empty((5, 2), np.float32)
+    assert ring.read_into(out) == 5
+    assert np.array_equal(out[:, 1], np.arange(3, 8, dtype=np.float32))
+
+
+def test_threads_see_every_frame_once():
+    ring = AudioRing(64, 1)
+    total = 20000
+    got = []
+
+    def consumer():
+        out = np.empty((16, 1), np.float32)
+        n = 0
+        while n < total:
+            if ring.fill >= 16 or total - n < 16 and ring.fill:
+                k = min(16, ring.fill)
+                ring.read_into(out[:k])
+                got.append(out[:k, 0].copy())
+                n += k
+
+    t = threading.Thread(target=consumer)
+    t.start()
+    x = np.arange(total, dtype=np.float32)
+    i = 0
+    while i < total:
+        i += ring.write(x[i:i + 13])
+    t.join(10)
+    assert np.array_equal(np.concatenate(got), x)
+
+
+def test_event_ring_roundtrip_and_full():
+    q = EventRing(3)
+    assert q.pop() is None
+    assert q.push(10, [0x90, 60, 100], 1.5)
+    assert q.push(11, b"\xc0\x28")
+    assert not q.push(12, b"\xf0\x01\x02\x03\xf7")  # sysex ignored
+    assert q.push(13, (0x80, 60, 0))
+    assert not q.push(14, (0x80, 61, 0)) and q.dropped == 1
+    assert q.pop() == (10, b"\x90\x3c\x64", 1.5)
+    assert q.pop()[1] == b"\xc0\x28"
+    assert q.push(15, (0xB0, 64, 127))  # wraps
+    assert [q.pop()[0] for _ in range(2)] == [13, 15]
+    assert len(q) == 0
