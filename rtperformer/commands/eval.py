@@ -1,0 +1,59 @@
+"""``rtperformer eval``: score a model and the plain FluidSynth render against the expressive target.
+
+    rtperformer eval --model NAME [--split test] [--out out/eval-NAME.json] [--png out/eval-NAME.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "Evaluate a model on the test split."
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name (models/NAME) or a model directory")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--out", default=None, help="JSON report (default: out/eval-NAME.json)")
+    p.add_argument("--png", default=None, help="spectrogram figure (default: next to --out, .png)")
+    p.add_argument("--corpus", default=None, help="corpus folder (default: the model config's data.corpus_dir)")
+    p.add_argument("--max-seconds", type=float, default=0.0, help="crop each piece to this many seconds (0 = all)")
+    p.add_argument("--pieces", type=int, default=0, help="evaluate at most this many pieces (0 = all)")
+    p.add_argument("--no-pitch", action="store_true", help="skip pyin pitch tracking (the slow part)")
+    p.add_argument("--device", default="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from rtperformer.errors import UserError
+    from rtperformer.evaluate import evaluate, load_pieces, plot_spectrograms, write_json_atomic
+    from rtperformer.model.checkpoint import load_model
+
+    if args.max_seconds < 0 or args.pieces < 0:
+        raise UserError("--max-seconds and --pieces must be >= 0")
+    model, cfg, meta = load_model(args.model, device=args.device)
+    model.eval()
+    name = Path(args.model).name
+    out = Path(args.out) if args.out else REPO / "out" / f"eval-{name}.json"
+    png = Path(args.png) if args.png else out.with_suffix(".png")
+    pieces, baselines = load_pieces(cfg, args.split, args.corpus)
+    report, first = evaluate(model, cfg, pieces, baselines, max_seconds=args.max_seconds,
+                             max_pieces=args.pieces, pitch=not args.no_pitch, device=args.device, progress=True)
+    report = {"model": name, "split": args.split, "instrument": cfg.data.instrument,
+              "step": (meta or {}).get("step"), **report}
+    write_json_atomic(out, report)
+    if first is not None:
+        plot_spectrograms(first, cfg, png, title=f"{name}: {first.piece_id}")
+    s = report["summary"]
+    for sys_name in ("model", "flat", "deadpan", "target"):
+        if sys_name not in s:
+            continue
+        r = s[sys_name]
+        pitch = r.get("pitch") or {}
+        print(f"{sys_name:>8}: LSD {r.get('lsd_db')} dB (attack {r.get('lsd_attack_db')}, sustain "
+              f"{r.get('lsd_sustain_db')}), SC {r.get('sc')}, level {r.get('level_db')} dB, sharpness "
+              f"{r.get('sharpness_db')} dB, pitch within 50c {pitch.get('within_50c')} (median "
+              f"{pitch.get('median_abs_cents')} c), onset {(r.get('onset') or {}).get('median_abs_ms')} ms")
+    print(f"wrote {out} and {png}")
+    return 0
