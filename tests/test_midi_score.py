@@ -111,3 +111,10 @@ def test_timeline_order_and_score_events():
     assert ev[1] == MidiEvent(24000, bytes([0x80, 60, 0]))
     assert ev[0].status == 0x90 and ev[0].channel == 0
     assert MidiEvent.from_mido(mido.Message("note_on", note=1, velocity=2, channel=3), 5) == MidiEvent(5, bytes([0x93, 1, 2]))
+
+
+def test_program_change_in_a_later_track_at_the_same_tick(tmp_path):
+    notes = [mido.Message("note_on", note=60, velocity=64, channel=0, time=0), mido.Message("note_off", note=60, channel=0, time=96)]
+    progs = [mido.Message("program_change", program=73, channel=0, time=0)]
+    s = read_midi(_write(tmp_path / "p.mid", [notes, progs]))
+    assert s.notes[0].program == 73

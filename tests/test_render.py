@@ -66,12 +66,12 @@ def _inputs(cfg, score, T):
     return InputStream(tr, cfg.model, T, max_frames=256)
 
 
-@pytest.mark.parametrize("chunk", [1, 5, 16])
-def test_streaming_chunks_equal_whole_clip_forward(tiny, chunk):
+@pytest.mark.parametrize("chunk,T", [(1, 24), (5, None), (16, None)])
+def test_streaming_chunks_equal_whole_clip_forward(tiny, chunk, T):
     model, cfg = tiny
     cfg = cfg.replace(render=dataclasses.replace(cfg.render, chunk_frames=chunk))
     score = _score()
-    T = n_frames_for(score.duration, cfg.audio)
+    T = T or n_frames_for(score.duration, cfg.audio)
     x = stack_inputs(notes_to_rolls(score.notes, score.controls, cfg.audio, T), cfg.model)
     with torch.inference_mode():
         want = model(torch.from_numpy(x)[None])[0].numpy()
@@ -173,3 +173,22 @@ def test_render_score_missing_output_folder(tiny, tmp_path):
     parts, _ = assign_parts(_score())
     with pytest.raises(UserError, match="output folder"):
         render_score(_score(), parts, {"violin": (model, cfg), "cello": (model, cfg)}, tmp_path / "nope" / "o.wav")
+
+
+def test_paper_form_renders_in_crossfaded_windows(tmp_path):
+    from rtperformer.config import from_dict
+    from rtperformer.model.performancenet import build_model
+
+    d = load_config("tiny-test").to_dict()
+    d["model"].update(form="paper", norm="instance", lookahead_frames=0)
+    d["render"].update(mode="streaming", window_frames=48, crossfade_frames=8)  # the paper form cannot step
+    cfg = from_dict(d)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    score = _score()
+    T = n_frames_for(score.duration, cfg.audio)
+    got = list(model_frames(model, cfg, _inputs(cfg, score, T)))
+    assert sum(y.shape[1] for _, y in got) == T and len(got) >= 2
+    parts, _ = assign_parts(score, "violin")
+    s = render_score(score, parts, {"violin": (model, cfg)}, tmp_path / "p.wav", progress_bar=False)
+    assert sf.info(str(tmp_path / "p.wav")).frames == s.n_samples == round((score.duration + cfg.render.release_seconds) * cfg.audio.sample_rate)

@@ -9,6 +9,7 @@ a note-off without a held note is ignored; notes still held at the end of the fi
 
 from __future__ import annotations
 
+import bisect
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +93,6 @@ def _tempo_map(events, ticks_per_beat: int):
     ticks = [p[0] for p in points]
 
     def to_seconds(tick: int) -> float:
-        import bisect
-
         i = bisect.bisect_right(ticks, tick) - 1
         t0, s0, tempo = points[i]
         return s0 + mido.tick2second(tick - t0, ticks_per_beat, tempo)
@@ -148,8 +147,10 @@ def read_midi(path: str | os.PathLike) -> Score:
     for ti, msgs in enumerate(tracks):
         to_s = maps[ti]
         for k, (tick, msg) in enumerate(msgs):
-            merged.append((to_s(tick), ti, k, msg))
-    merged.sort(key=lambda it: it[:3])
+            # program changes first among simultaneous messages, so a note at the same tick in an
+            # earlier track already gets its channel's new program
+            merged.append((to_s(tick), msg.type != "program_change", ti, k, msg))
+    merged.sort(key=lambda it: it[:4])
 
     program = [0] * 16
     held: dict[tuple[int, int, int], tuple[float, int, int]] = {}  # (track, ch, pitch) -> (start, vel, prog)
@@ -159,7 +160,7 @@ def read_midi(path: str | os.PathLike) -> Score:
     names: dict[int, str] = {}
     restruck: dict[tuple[int, int, int], float] = {}
     end_time = 0.0
-    for t, ti, _, msg in merged:
+    for t, _, ti, _, msg in merged:
         typ = msg.type
         if typ == "track_name" and ti not in names:
             names[ti] = msg.name
