@@ -458,6 +458,11 @@ def train(
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
     seed_everything(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
+    # checked on every rank before any work, so all ranks raise together
+    if resume and not (out_dir / RESUME_DIR / OPTIMIZER_FILE).is_file():
+        raise UserError(f"--resume: no resume state in {out_dir / RESUME_DIR} (start without --resume)")
+    if not resume and (out_dir / RESUME_DIR).exists():
+        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
     train_ds, valid, desc = data if data is not None else default_data(cfg)
     model = build(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
@@ -470,8 +475,6 @@ def train(
         if counters["step"] >= tc.steps:
             raise UserError(f"--resume: the run in {out_dir} is already at step {counters['step']} >= "
                             f"{tc.steps}; pass a larger --steps")
-    elif (out_dir / RESUME_DIR).exists():  # checked on every rank, so all raise together
-        raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
     _barrier(world)
     start_step = int(counters["step"])
     seed_everything(tc.seed + 1000 * rank + start_step)  # per-rank data stream

@@ -6,13 +6,14 @@ tiny stand-in with the same interface, so the trainer can be tested before the m
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from rtperformer.config import from_dict
+from rtperformer.config import load_config
 from rtperformer.errors import UserError
 from rtperformer.losses import features_to_magnitude, make_loss, spectral_convergence
 from rtperformer.train import (
@@ -28,19 +29,13 @@ from rtperformer.train import (
 
 torch.set_num_threads(1)
 
-TINY = {
-    "name": "tiny",
-    "audio": {"sample_rate": 16000, "n_fft": 256, "hop": 64, "power_scale": 1.0},
-    "model": {"form": "streaming", "channels": [16, 32], "onoff_channels": [16], "texture_bands": [2],
-              "lookahead_frames": 0},
-    "train": {"batch_size": 4, "clip_frames": 32, "steps": 6, "valid_every": 3, "seed": 0, "valid_windows": 8},
-}
-
-
 def tiny_cfg(**train):
-    d = json.loads(json.dumps(TINY))
-    d["train"].update(train)
-    return from_dict(d)
+    """configs/tiny-test.yaml (a tiny streaming model) with a small, fast train section."""
+    base = load_config("tiny-test")
+    t = dict(batch_size=4, clip_frames=32, steps=6, valid_every=3, seed=0, valid_windows=8, num_threads=1,
+             loss="mse")
+    t.update(train)
+    return base.replace(train=dataclasses.replace(base.train, **t))
 
 
 # ---- a stand-in for rtperformer.model until/unless it is importable ----
@@ -128,13 +123,13 @@ def test_synthetic_windows_layout_and_batches():
     cfg = tiny_cfg()
     ds = SyntheticWindows(cfg)
     x, y = next(iter(ds))
-    assert x.shape == (256, 32) and y.shape == (129, 32)
+    assert x.shape == (385, 32) and y.shape == (129, 32)
     assert set(x[:128].ravel().tolist()) <= {0.0, 1.0} and (x[:128].sum(0) <= 1).all()
     xb, yb = next(batches(ds, 3, 0))
-    assert xb.shape == (3, 256, 32) and yb.shape == (3, 129, 32)
+    assert xb.shape == (3, 385, 32) and yb.shape == (3, 129, 32)
     mapstyle = [ds.window(ds._rng) for _ in range(5)]
     xb, _ = next(batches(mapstyle, 2, 0))
-    assert xb.shape == (2, 256, 32)
+    assert xb.shape == (2, 385, 32)
 
 
 def test_cut_windows_even_spread():

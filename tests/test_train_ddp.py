@@ -22,17 +22,16 @@ def _worker(work: Path) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from rtperformer.config import from_dict
+    from rtperformer.config import load_config
     from rtperformer.train import SyntheticWindows, dist_env, finish_distributed, train
 
     torch.set_num_threads(1)
     rank = dist_env()[0]
-    cfg = from_dict({
-        "name": "ddp-tiny",
-        "audio": {"sample_rate": 16000, "n_fft": 256, "hop": 64},
-        "model": {"form": "streaming", "channels": [16, 32], "onoff_channels": [16], "texture_bands": [2]},
-        "train": {"batch_size": 2, "clip_frames": 32, "steps": 4, "valid_every": 2, "valid_windows": 4},
-    })
+    import dataclasses
+
+    base = load_config("tiny-test")
+    cfg = base.replace(name="ddp-tiny", train=dataclasses.replace(
+        base.train, batch_size=2, clip_frames=32, steps=4, valid_every=2, valid_windows=4, num_threads=1))
     try:
         from rtperformer.model import build_model
         from rtperformer.model.checkpoint import save_checkpoint
@@ -40,7 +39,7 @@ def _worker(work: Path) -> None:
         class build_model(torch.nn.Module):  # noqa: N801
             def __init__(self, cfg):
                 super().__init__()
-                self.conv = torch.nn.Conv1d(256, cfg.audio.n_bins, 3, padding=1)
+                self.conv = torch.nn.Conv1d(385, cfg.audio.n_bins, 3, padding=1)
 
             def forward(self, x):
                 return self.conv(x)
