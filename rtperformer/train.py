@@ -4,8 +4,9 @@ One run writes into ``out_dir`` (e.g. models/violin/):
 
 - ``model.safetensors``, ``config.yaml``, ``meta.json``: the checkpoint with the best validation loss
   (written by the model package's ``save_checkpoint``; meta has step, metrics, data, wall time).
-- ``resume/``: the latest state (same three files plus ``optimizer.safetensors``: Adam moments as
-  tensors, param groups and trainer counters as JSON metadata). Replaced atomically at each validation.
+- ``resume/``: the latest state: ``state.safetensors`` (fp32 weights and Adam moments as tensors, param
+  groups and trainer counters as JSON metadata; no pickle), ``config.yaml``, ``meta.json``. Replaced
+  atomically at each validation. Not needed to use the model: leave it out when shipping models/NAME.
 - ``train_log.jsonl``: one JSON line per validation (step, train loss, valid metrics, wall seconds).
 
 Targets: the model's offline output frame t is aligned with input frame t for every form (the streaming
@@ -44,7 +45,7 @@ from rtperformer.errors import UserError
 from rtperformer.losses import LOSSES, feature_metrics, make_loss
 
 RESUME_DIR = "resume"
-OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.safetensors"
 LOG_FILE = "train_log.jsonl"
 
 Window = tuple[Any, Any]  # (x (C_in, T), y (n_bins, T)) as numpy arrays or tensors
@@ -304,9 +305,13 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     return json.loads(meta.get("trainer", "{}"))
 
 
-def _save_resume(out_dir: Path, save: Callable, model: torch.nn.Module, cfg: Config, meta: dict[str, Any],
+def _save_resume(out_dir: Path, model: torch.nn.Module, cfg: Config, meta: dict[str, Any],
                  opt: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
-    """Write ``out_dir/resume`` atomically: build it in a temp folder, then swap it in."""
+    """Write ``out_dir/resume`` atomically (build it in a temp folder, then swap it in): ``state.safetensors``
+    (fp32 weights as ``model.<name>``, Adam state as ``state.<i>.<key>``; param groups and trainer counters
+    in its metadata), plus ``config.yaml`` and ``meta.json`` for people reading the folder."""
+    import yaml
+
     final = out_dir / RESUME_DIR
     tmp = out_dir / f".{RESUME_DIR}.tmp"
     old = out_dir / f".{RESUME_DIR}.old"
@@ -314,9 +319,12 @@ def _save_resume(out_dir: Path, save: Callable, model: torch.nn.Module, cfg: Con
         if p.exists():
             shutil.rmtree(p)
     tmp.mkdir(parents=True)
-    save(tmp, model, cfg, meta)
     tensors, smeta = optimizer_tensors(opt, extra)
-    save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata=smeta)
+    for name, t in model.state_dict().items():
+        tensors[f"model.{name}"] = t.detach().float().cpu().clone() if t.is_floating_point() else t.detach().cpu().clone()
+    save_file(tensors, str(tmp / STATE_FILE), metadata=smeta)
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
@@ -324,23 +332,22 @@ def _save_resume(out_dir: Path, save: Callable, model: torch.nn.Module, cfg: Con
         shutil.rmtree(old)
 
 
-def _read_resume(out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, load: Callable,
-                 cfg: Config) -> dict[str, Any]:
+def _read_resume(out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
     """Load weights and optimizer state from ``out_dir/resume``; returns the trainer counters."""
-    rdir = out_dir / RESUME_DIR
-    if not (rdir / OPTIMIZER_FILE).is_file():
-        raise UserError(f"--resume: no resume state in {rdir} (start without --resume)")
-    loaded, _cfg, _meta = load(str(rdir), cfg)
-    model.load_state_dict({k: v.float() for k, v in loaded.state_dict().items()})
     from safetensors import safe_open
 
-    with safe_open(str(rdir / OPTIMIZER_FILE), "pt") as f:
+    path = out_dir / RESUME_DIR / STATE_FILE
+    with safe_open(str(path), "pt") as f:
         smeta = f.metadata() or {}
-    tensors = load_file(str(rdir / OPTIMIZER_FILE))
+    tensors = load_file(str(path))
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    opt_tensors = {k: v for k, v in tensors.items() if k.startswith("state.")}
     try:
-        return load_optimizer_tensors(opt, tensors, smeta)
-    except (ValueError, KeyError) as exc:
-        raise UserError(f"--resume: optimizer state in {rdir} does not fit this model ({exc})") from None
+        model.load_state_dict(weights)
+        return load_optimizer_tensors(opt, opt_tensors, smeta)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(f"--resume: the state in {path.parent} does not fit this config ({first})") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -392,12 +399,6 @@ def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict
     save_checkpoint(dirpath, model, cfg, meta)
 
 
-def _default_load(path: str, cfg: Config):
-    from rtperformer.model.checkpoint import load_model
-
-    return load_model(path, cfg_override=cfg)
-
-
 def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None) -> Config:
     """``cfg`` with command-line overrides applied to its train section (what meta.json records)."""
     changes: dict[str, Any] = {}
@@ -437,7 +438,6 @@ def train(
     data: tuple[Any, Sequence[Window], dict[str, Any]] | None = None,
     build: Callable[[Config], torch.nn.Module] = _default_build,
     save: Callable[..., None] = _default_save,
-    load: Callable[..., Any] = _default_load,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``build(cfg)`` for ``cfg.train.steps`` steps (or until ``minutes`` of wall time) on
@@ -459,7 +459,7 @@ def train(
     seed_everything(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
     # checked on every rank before any work, so all ranks raise together
-    if resume and not (out_dir / RESUME_DIR / OPTIMIZER_FILE).is_file():
+    if resume and not (out_dir / RESUME_DIR / STATE_FILE).is_file():
         raise UserError(f"--resume: no resume state in {out_dir / RESUME_DIR} (start without --resume)")
     if not resume and (out_dir / RESUME_DIR).exists():
         raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
@@ -471,7 +471,7 @@ def train(
 
     counters: dict[str, Any] = {"step": 0, "best_valid": math.inf, "best_step": 0, "wall_seconds": 0.0}
     if resume:
-        counters.update(_read_resume(out_dir, model, opt, load, cfg))
+        counters.update(_read_resume(out_dir, model, opt))
         if counters["step"] >= tc.steps:
             raise UserError(f"--resume: the run in {out_dir} is already at step {counters['step']} >= "
                             f"{tc.steps}; pass a larger --steps")
@@ -543,7 +543,7 @@ def train(
             if rank == 0:
                 if improved:
                     save(out_dir, model, cfg, meta)
-                _save_resume(out_dir, save, model, cfg, meta, opt, counters)
+                _save_resume(out_dir, model, cfg, meta, opt, counters)
                 with open(out_dir / LOG_FILE, "a") as f:
                     f.write(json.dumps({"step": step, "wall_seconds": round(wall, 1), "train_loss_ema": ema,
                                         "valid": last_valid, "best": improved}) + "\n")

@@ -63,21 +63,13 @@ def _fake_save(dirpath, model, cfg, meta):
     (d / "meta.json").write_text(json.dumps(meta))
 
 
-def _fake_load(path, cfg):
-    from safetensors.torch import load_file
-
-    m = _Tiny(cfg)
-    m.load_state_dict(load_file(str(Path(path) / "model.safetensors")))
-    return m, cfg, json.loads((Path(path) / "meta.json").read_text())
-
-
 def model_hooks():
     try:
         from rtperformer.model import build_model
-        from rtperformer.model.checkpoint import load_model, save_checkpoint
+        from rtperformer.model.checkpoint import save_checkpoint
     except ImportError:
-        return {"build": _Tiny, "save": _fake_save, "load": _fake_load}
-    return {"build": build_model, "save": save_checkpoint, "load": lambda p, c: load_model(p, cfg_override=c)}
+        return {"build": _Tiny, "save": _fake_save}
+    return {"build": build_model, "save": save_checkpoint}
 
 
 def synth_data(cfg, rank=0):
@@ -172,7 +164,7 @@ def test_train_writes_best_checkpoint_and_resumes(tmp_path, loss):
     out = tmp_path / "m"
     res = train(cfg, out, data=synth_data(cfg), progress=False, **hooks)
     assert res.step == 6 and res.stopped_by == "steps" and res.best_step in (3, 6)
-    for f in ("model.safetensors", "config.yaml", "meta.json", "resume/model.safetensors", "resume/optimizer.safetensors"):
+    for f in ("model.safetensors", "config.yaml", "meta.json", "resume/state.safetensors", "resume/meta.json"):
         assert (out / f).is_file(), f
     meta = json.loads((out / "meta.json").read_text())
     assert meta["step"] == res.best_step and meta["loss"] == loss
@@ -217,3 +209,22 @@ def test_minutes_budget_stops_early(tmp_path):
     res = train(cfg, tmp_path / "m", minutes=1e-9, data=synth_data(cfg), progress=False, **model_hooks())
     assert res.stopped_by == "minutes" and res.step == 1
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_resume_restores_exact_weights_and_rejects_other_shapes(tmp_path):
+    from rtperformer.train import RESUME_DIR, STATE_FILE, _read_resume
+
+    hooks = model_hooks()
+    cfg = tiny_cfg(steps=3, valid_every=3)
+    res = train(cfg, tmp_path / "m", data=synth_data(cfg), progress=False, **hooks)
+    torch.manual_seed(123)
+    fresh = hooks["build"](cfg)
+    opt = torch.optim.Adam(fresh.parameters())
+    counters = _read_resume(tmp_path / "m", fresh, opt)
+    assert counters["step"] == 3
+    for (k, a), b in zip(res.model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a.float(), b.float()), k
+    assert (tmp_path / "m" / RESUME_DIR / STATE_FILE).is_file()
+    other = torch.nn.Linear(2, 2)
+    with pytest.raises(UserError, match="does not fit"):
+        _read_resume(tmp_path / "m", other, torch.optim.Adam(other.parameters()))

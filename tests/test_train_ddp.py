@@ -81,7 +81,7 @@ def test_torchrun_two_processes(tmp_path):
     saves = (tmp_path / "saves.log").read_text().split("\n")
     assert saves and all(s.startswith("0 ") for s in saves if s)
     assert (tmp_path / "model" / "model.safetensors").is_file()
-    assert (tmp_path / "model" / "resume" / "optimizer.safetensors").is_file()
+    assert (tmp_path / "model" / "resume" / "state.safetensors").is_file()
     from safetensors.torch import load_file
 
     p0, p1 = load_file(str(tmp_path / "params0.safetensors")), load_file(str(tmp_path / "params1.safetensors"))
