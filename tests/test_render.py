@@ -192,3 +192,22 @@ def test_paper_form_renders_in_crossfaded_windows(tmp_path):
     parts, _ = assign_parts(score, "violin")
     s = render_score(score, parts, {"violin": (model, cfg)}, tmp_path / "p.wav", progress_bar=False)
     assert sf.info(str(tmp_path / "p.wav")).frames == s.n_samples == round((score.duration + cfg.render.release_seconds) * cfg.audio.sample_rate)
+
+
+@pytest.mark.parametrize("phase,lookahead", [("rtpghi", 0), ("rtpghi", 1), ("rtisila", 0)])
+def test_streaming_phase_equals_offline_istft_of_the_same_phase(tiny, phase, lookahead):
+    from rtperformer.dsp import istft, make_phase, stft
+
+    _, cfg = tiny
+    ac = cfg.audio
+    rc = dataclasses.replace(cfg.render, phase_lookahead=lookahead)
+    n = 5000
+    mag = np.abs(stft(_burst(cfg, n, 1200), ac)).astype(np.float32)
+    ref_phase = make_phase(phase, ac, rc)
+    d = ref_phase.delay_frames
+    spec = ref_phase.process(np.concatenate([mag, np.zeros((mag.shape[0], d), np.float32)], axis=1))[:, d:]
+    want = istft(spec, ac, length=n)
+    stage = StreamingPhase(phase, ac, rc, n)
+    got = np.concatenate([stage.push(mag[:, i : i + 9]) for i in range(0, mag.shape[1], 9)] + [stage.finish()])
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5)
