@@ -160,3 +160,9 @@ def test_make_phase_factory():
     assert g.reconstruct(_mag("rt", "melody")[:, :10]).shape == (9 * RT.hop,)
     with pytest.raises(UserError):
         make_phase("nope", RT, rc)
+
+
+def test_warmup_runs():
+    from rtperformer.dsp import warmup
+
+    assert warmup(RT) >= 0.0

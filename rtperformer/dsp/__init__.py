@@ -10,7 +10,7 @@ Conventions shared by every module here (see features.py):
 
 from rtperformer.dsp.features import istft, log_power, stft, to_magnitude, spectral_convergence
 from rtperformer.dsp.istft_stream import StreamingISTFT
-from rtperformer.dsp.phase import griffin_lim, make_phase
+from rtperformer.dsp.phase import griffin_lim, make_phase, warmup
 from rtperformer.dsp.rtpghi import RTPGHI
 from rtperformer.dsp.rtisila import RTISILA
 from rtperformer.dsp.crossfade import crossfade, equal_power_fade
@@ -24,6 +24,7 @@ __all__ = [
     "StreamingISTFT",
     "griffin_lim",
     "make_phase",
+    "warmup",
     "RTPGHI",
     "RTISILA",
     "crossfade",

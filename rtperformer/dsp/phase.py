@@ -143,3 +143,21 @@ def make_phase(name: str, audio_cfg: AudioConfig, render_cfg: RenderConfig | Non
         raise UserError(f"unknown phase method '{name}' (choose one of: {', '.join(PHASE_METHODS)})")
     obj.streaming = True
     return obj
+
+
+def warmup(audio_cfg: AudioConfig) -> float:
+    """Load (or compile, on a fresh install) the numba kernels and FFT plans before audio starts.
+
+    The first numba call in a process costs ~1-3 s even with the on-disk cache (numba initialises its
+    target); a fresh cache compiles for ~5-15 s. Call this once at engine start. Returns the seconds spent.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    m = np.ones((audio_cfg.n_bins, 2), np.float32)
+    RTPGHI(audio_cfg, lookahead=1).process(m)
+    RTISILA(audio_cfg, lookahead=1, iterations=1).process(m)
+    from rtperformer.dsp.istft_stream import StreamingISTFT
+
+    StreamingISTFT(audio_cfg).push(RTPGHI(audio_cfg, lookahead=0).process(m))
+    return time.perf_counter() - t0

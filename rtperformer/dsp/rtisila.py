@@ -101,7 +101,7 @@ class RTISILA:
         """mag (n_bins, n) non-negative float -> complex64 (n_bins, n)."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTISILA.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
-        mag = np.asarray(mag, dtype=np.float32)
+        mag = np.ascontiguousarray(mag, dtype=np.float32)
         n = mag.shape[1]
         out = np.empty((self.n_bins, n), dtype=np.complex64)
         a, N, F, L = self.hop, self.n_fft, self._F, self.lookahead

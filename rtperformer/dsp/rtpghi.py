@@ -243,8 +243,7 @@ class RTPGHI:
         """mag (n_bins, n) non-negative float -> complex64 (n_bins, n); see the class docstring for delay."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTPGHI.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
-        if mag.dtype != np.float32:
-            mag = mag.astype(np.float32)
+        mag = np.ascontiguousarray(mag, dtype=np.float32)  # one compiled signature
         out = np.empty(mag.shape, dtype=np.complex64)
         s = self._scratch
         _rtpghi_block(mag, out, self.lookahead, self.tol, self._tgrad_coef, self._fgrad_coef, self._omega,
