@@ -598,3 +598,45 @@ def plot_spectrograms(piece: Piece, cfg: Config, path: Path, seconds: float = 8.
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+TABLE_COLUMNS = (
+    ("LSD dB", ("lsd_db",)),
+    ("attack", ("lsd_attack_db",)),
+    ("sustain", ("lsd_sustain_db",)),
+    ("LSD audio", ("lsd_audio_db",)),
+    ("SC", ("sc",)),
+    ("level dB", ("level_db",)),
+    ("sharp dB", ("sharpness_db",)),
+    ("pitch <50c", ("pitch", "within_50c")),
+    ("notes <50c", ("pitch", "notes_within_50c")),
+    ("med cents", ("pitch", "median_abs_cents")),
+    ("onset ms", ("onset", "median_abs_ms")),
+)
+
+
+def compare_table(reports: list[tuple[str, dict[str, Any]]]) -> str:
+    """A markdown table of summary rows: each report's model, then its target and baselines once
+    (from the first report that has them). ``reports``: (label, eval JSON) pairs."""
+    head = "| system | " + " | ".join(c for c, _ in TABLE_COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 1)]
+
+    def row(label: str, r: dict[str, Any]) -> str:
+        cells = []
+        for _, path in TABLE_COLUMNS:
+            v: Any = r
+            for k in path:
+                v = v.get(k) if isinstance(v, dict) else None
+            cells.append("" if v is None else f"{v:.3g}" if isinstance(v, float) else str(v))
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    for label, rep in reports:
+        if "model" in rep.get("summary", {}):
+            lines.append(row(label, rep["summary"]["model"]))
+    seen = set()
+    for _, rep in reports:
+        for name in ("target", "flat", "deadpan"):
+            if name in rep.get("summary", {}) and name not in seen:
+                seen.add(name)
+                lines.append(row(name if name == "target" else f"{name} (FluidSynth)", rep["summary"][name]))
+    return "\n".join(lines)

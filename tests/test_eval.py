@@ -166,3 +166,21 @@ def test_deadpan_with_other_timing_uses_its_own_rolls(piece):
     assert d["aligned"] is False and d["lsd_db"] > 1.0
     assert d["pitch"]["within_50c"] == 1.0 and d["onset"]["matched"] == 1.0
     assert abs(d["level_db"]) < 0.5
+
+
+def test_compare_table_and_cli(piece, tmp_path, capsys):
+    from rtperformer.cli import main
+    from rtperformer.evaluate import compare_table
+
+    pid, x, y, audio = piece
+    rep, _ = evaluate(FrameModel(y, gain_db=3.0), CFG, [piece], {"flat": lambda p: piece}, pitch=False,
+                      synth=same_audio(audio))
+    table = compare_table([("a", rep), ("b", rep)])
+    lines = table.splitlines()
+    assert lines[0].startswith("| system | LSD dB") and [ln.split("|")[1].strip() for ln in lines[2:]] == [
+        "a", "b", "target", "flat (FluidSynth)"]
+    write_json_atomic(tmp_path / "eval-a.json", rep)
+    assert main(["eval", "--table", str(tmp_path / "eval-a.json")]) == 0
+    assert "| a |" in capsys.readouterr().out
+    assert main(["eval", "--table", str(tmp_path / "missing.json")]) == 2
+    assert main(["eval"]) == 2

@@ -1,6 +1,7 @@
 """``rtperformer eval``: score a model and the plain FluidSynth render against the expressive target.
 
     rtperformer eval --model NAME [--split test] [--out out/eval-NAME.json] [--png out/eval-NAME.png]
+    rtperformer eval --table out/eval-A.json out/eval-B.json     (compare reports; runs nothing)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="model name (models/NAME) or a model directory")
+    p.add_argument("--model", help="model name (models/NAME) or a model directory")
     p.add_argument("--split", default="test", choices=("train", "valid", "test"))
     p.add_argument("--out", default=None, help="JSON report (default: out/eval-NAME.json)")
     p.add_argument("--png", default=None, help="spectrogram figure (default: next to --out, .png)")
@@ -23,15 +24,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pieces", type=int, default=0, help="evaluate at most this many pieces (0 = all)")
     p.add_argument("--no-pitch", action="store_true", help="skip pyin pitch tracking (the slow part)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--table", nargs="+", metavar="JSON", help="only print a markdown table comparing eval reports")
 
 
 def run(args: argparse.Namespace) -> int:
     from rtperformer.errors import UserError
     from rtperformer.evaluate import evaluate, load_pieces, plot_spectrograms, write_json_atomic
-    from rtperformer.model.checkpoint import load_model
 
+    if args.table:
+        import json
+
+        from rtperformer.evaluate import compare_table
+
+        reports = []
+        for path in args.table:
+            try:
+                reports.append((Path(path).stem.removeprefix("eval-"), json.loads(Path(path).read_text())))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"cannot read eval report {path}: {exc}") from None
+        print(compare_table(reports))
+        return 0
+    if not args.model:
+        raise UserError("--model is required (or --table to compare reports)")
     if args.max_seconds < 0 or args.pieces < 0:
         raise UserError("--max-seconds and --pieces must be >= 0")
+    from rtperformer.model.checkpoint import load_model
+
     model, cfg, meta = load_model(args.model, device=args.device)
     model.eval()
     name = Path(args.model).name
