@@ -547,8 +547,14 @@ def train(
                 with open(out_dir / LOG_FILE, "a") as f:
                     f.write(json.dumps({"step": step, "wall_seconds": round(wall, 1), "train_loss_ema": ema,
                                         "valid": last_valid, "best": improved}) + "\n")
+                line = (f"step {step}: train {ema:.4f} valid {last_valid['loss']:.4f} (mse {last_valid['mse']:.4f} "
+                        f"l1 {last_valid['l1']:.4f} sc {last_valid['sc']:.4f}){' best' if improved else ''} "
+                        f"{wall:.0f} s")
                 if bar is not None:
                     bar.set_postfix(loss=f"{ema:.4f}", valid=f"{last_valid['loss']:.4f}")
+                    bar.write(line)
+                else:
+                    print(line, flush=True)
             _barrier(world)
         if out_of_time:
             stopped_by = "minutes"
