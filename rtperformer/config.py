@@ -109,7 +109,7 @@ class ServeConfig:
     default_instrument: str = "violin"
     gain: float = 1.0
     channels: int = 2  # audio output channels (the mono mix on each)
-    backend: str = "torch"  # model runtime for streaming steps (rtperformer.backends; "auto" = fastest)
+    backend: str = "onnx"  # streaming model runtime (rtperformer.backends; falls back to torch; "auto" = fastest)
     step_frames: int = 1  # streaming mode: frames per model step
     window_step_frames: int = 4  # window mode: frames rendered per offline window run
     window_future_frames: int = 8  # window mode: future frames filled by extending held notes
@@ -117,6 +117,8 @@ class ServeConfig:
     torch_threads: int = 1  # intra-op threads of the render thread (0 = torch default)
     realtime_priority: int = 5  # SCHED_FIFO priority of the render thread when permitted (0 = off)
     event_queue: int = 4096  # preallocated MIDI event queue (messages)
+    render_delay_ms: float = 1.0  # render this long after a callback, so MIDI of that cycle is in
+    target_fill_frames: int = 384  # output ring fill kept ahead of the callback, frames (0: target_fill_blocks)
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class DataConfig:
     corpus_dir: str = "data/corpus"
     split_file: str = ""  # configs/splits/<instrument>.yaml
     musicnet: str = ""  # path to a MusicNet tree or musicnet.npz (optional)
+    # corpus renders that training windows are drawn from: expressive | flat | deadpan
+    kinds: tuple[str, ...] = ("expressive", "flat")
 
 
 @dataclass(frozen=True)

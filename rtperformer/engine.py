@@ -106,6 +106,21 @@ def _bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, 
     return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
 
 
+def _make_backend(name: str, inst: Instrument, n_step: int):
+    """The runtime for ``inst``'s streaming steps: ``name`` ("auto": the fastest available); "onnx"
+    falls back to torch when onnxruntime is missing or the export fails."""
+    from rtperformer.backends import make_backend, select_backend
+
+    if name == "auto":
+        return select_backend(inst.model, inst.cfg, n_step, model_dir=inst.model_dir)
+    try:
+        return make_backend(name, inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
+    except Exception:
+        if name != "onnx":
+            raise
+        return make_backend("torch", inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
+
+
 class Voice:
     """One instrument's chain: pianoroll -> model -> magnitude (-> bend warp) -> phase -> iSTFT -> gate."""
 
@@ -136,14 +151,7 @@ class Voice:
             if inst.cfg.model.form != "streaming":
                 raise UserError(f"model '{inst.name}' has the {inst.cfg.model.form} form, which cannot stream; "
                                 "use render.mode: window")
-            from rtperformer.backends import make_backend
-
-            self.backend = make_backend(cfg.serve.backend if cfg.serve.backend != "auto" else "torch",
-                                        inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
-            if cfg.serve.backend == "auto":
-                from rtperformer.backends import select_backend
-
-                self.backend = select_backend(inst.model, inst.cfg, n_step, model_dir=inst.model_dir)
+            self.backend = _make_backend(cfg.serve.backend, inst, n_step)
             self.lookahead = int(self.backend.lookahead_frames)
             self.state = self.backend.init_state()
             self.silence_state = self._silence_state()
@@ -175,6 +183,27 @@ class Voice:
         self._bend = None
         self._ramp = np.arange(1, self.hop * n_step + 1, dtype=np.float32)
         self.frames_run = 0
+        self._warmup()
+
+    def _warmup(self) -> None:
+        """Pay first-call costs now (numba compilation of the phase code, runtime allocation), not on
+        the first note: run the whole chain on a few frames of a random input, then reset."""
+        rng = np.random.default_rng(0)
+        n = self.n_step
+        x = (rng.random((1, self.channels_in, n)) < 0.05).astype(np.float32)
+        for _ in range(3):
+            if self.mode == "streaming":
+                y, _ = self.backend.step(x, self.backend.init_state())
+                lp = y[0]
+            else:
+                lp = self._window_predict(x[0])
+            mag = np.sqrt(np.maximum(np.expm1(lp), 0.0) / self.power_scale).astype(np.float32)
+            self.istft.push(self.phase.process(mag))
+        if self.mode == "window":
+            self.history[:] = 0.0
+            self.prev_future = None
+        self.phase.reset()
+        self.istft.reset()
 
     # -- model -------------------------------------------------------------------------------
     def _silence_state(self):

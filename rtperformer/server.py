@@ -76,7 +76,7 @@ class LiveSession:
         self.backend_name = backend_name
         self.quiet = quiet
         self.block = int(cfg.serve.block_size)
-        self.target = int(cfg.serve.target_fill_blocks) * self.block
+        self.target = int(cfg.serve.target_fill_frames) or int(cfg.serve.target_fill_blocks) * self.block
         self.rate = int(output.samplerate)
         self.latency = LatencyStats()
         self.onset_log: list[tuple[int, int, int, str]] = []  # (stamp, output sample, pitch, instrument)
@@ -90,6 +90,7 @@ class LiveSession:
         self.realtime = set_realtime(int(self.cfg.serve.realtime_priority))
         engine, ring, events, clock = self.engine, self.ring, self.events, self.output.clock
         period = self.block / self.rate
+        delay = float(self.cfg.serve.render_delay_ms) * 1e-3
         try:
             while not self.stop_event.is_set():
                 while True:
@@ -98,6 +99,11 @@ class LiveSession:
                         break
                     engine.push(item[0], item[1], item[2])
                 if ring.fill < self.target:
+                    # Just late enough: MIDI delivered in the cycle that just ran gets into this step.
+                    early = clock[1] + delay - time.perf_counter()
+                    if early > 0:
+                        time.sleep(early)
+                        continue
                     out = engine.render_step()
                     pos = ring.frames_written + ring.underrun_frames  # output sample of out[0]
                     ring.write(out)
@@ -106,7 +112,7 @@ class LiveSession:
                         self.latency.samples.append(at - o.stamp)
                         self.onset_log.append((o.stamp, at, o.pitch, o.instrument))
                     continue
-                wait = clock[1] + period - time.perf_counter() + 0.0002
+                wait = clock[1] + period + delay - time.perf_counter()
                 time.sleep(min(max(wait, 0.0002), 0.002))
         except BaseException as exc:  # reported by the main thread
             self.error = exc
@@ -136,7 +142,7 @@ class LiveSession:
         lat = f"{med:.1f}/{p95:.1f}ms(n={n})" if n else "-"
         return (f"notes {self.engine.notes_held:2d}  rtf {self.engine.rtf:.2f}  ring {fill_ms:5.1f}ms  "
                 f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  est.latency {est:.1f}ms  "
-                f"note->audio {lat}  backend {self.backend_name}")
+                f"note->audio {lat}  {self.backend_name}{' rt' if self.realtime else ''}")
 
     def run(self, until=None, status_every: float = 0.5) -> None:
         """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile."""
@@ -214,9 +220,10 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         output = AudioOutput(ring, rate, block, channels, device=dev_index, record_ring=record_ring)
         output.open()
         holder["output"] = output
-        names = ", ".join(sorted(engine.voices))
+        names = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}"
+                         for k, v in sorted(engine.voices.items()))
         session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
-                              backend_name=f"{hostapi}/{cfg.render.mode}/{names}", quiet=quiet)
+                              backend_name=f"{'jack' if hostapi == JACK_HOSTAPI else hostapi}/{cfg.render.mode}/{names}", quiet=quiet)
         stop = session.stop_event
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())

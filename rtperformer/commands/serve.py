@@ -44,17 +44,21 @@ def run(args: argparse.Namespace) -> int:
     if args.record and not args.record.lower().endswith(".wav"):
         raise UserError(f"--record needs a .wav path, got {args.record}")
 
+    # The MIDI API and port are checked before the models load, so a missing server or port fails fast.
+    from rtperformer.midi.sources import check_midi_api, default_api
+
+    api = args.midi_api or default_api()
+    check_midi_api(api)
+    if args.midi_port:  # a missing port fails before the models load
+        from rtperformer.midi.sources import list_ports, match_port
+
+        match_port(list_ports(api), args.midi_port)
     import torch
 
     from rtperformer.engine import load_instruments
 
     if cfg.serve.torch_threads > 0:
         torch.set_num_threads(int(cfg.serve.torch_threads))
-    # The MIDI API is checked before the models load, so a missing server fails fast.
-    from rtperformer.midi.sources import check_midi_api, default_api
-
-    api = args.midi_api or default_api()
-    check_midi_api(api)
     instruments = load_instruments(args.model)
     return serve(cfg, instruments, api, args.midi_port, args.virtual, args.audio_device, args.record,
                  args.quiet, client_name=args.client_name, duration=args.duration)

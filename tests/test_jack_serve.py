@@ -1,0 +1,310 @@
+"""``rtperformer serve`` on real I/O: a private JACK server, the server as a subprocess, sample-accurate
+JACK MIDI in and the server's JACK audio ports recorded by a JACK-Client in this process.
+
+The server runs in its own process so that this process's JACK-Client (with a Python process callback)
+and the server's python-rtmidi JACK client never share a process (the deadlock trap in ARCHITECTURE.md).
+
+Silence without notes: an untrained (random) model is not silent by itself; the server's gate
+(``serve.gate``) closes an instrument ``render.release_seconds`` after its last note, so the test asserts
+exact silence before the first note and after each release, and energy while a note is held.
+
+Measured and printed (never asserted): note-on -> onset latency (median, p95), xruns of this client.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASE = 0.15  # render.release_seconds in the test config
+
+
+class JackProbe:
+    """A JACK client with one MIDI output and ``n_in`` audio inputs: plays a schedule of MIDI events at
+    exact frames and records its inputs. Frame 0 is the first process cycle after activation."""
+
+    def __init__(self, name: str, n_in: int, seconds: float):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self.midi_out = self.client.midi_outports.register("midi_out")
+        self.inputs = [self.client.inports.register(f"in_{i}") for i in range(n_in)]
+        self.buf = np.zeros((int(seconds * self.rate), n_in), np.float32)
+        self.frame = 0
+        self.schedule: list[tuple[int, bytes]] = []
+        self._next = 0
+        self.xruns = 0
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
+
+    def _xrun(self, delay):
+        self.xruns += 1
+
+    def _process(self, frames):
+        t0 = self.frame
+        out = self.midi_out
+        out.clear_buffer()
+        sched = self.schedule
+        while self._next < len(sched) and sched[self._next][0] < t0 + frames:
+            at, data = sched[self._next]
+            out.write_midi_event(max(0, at - t0), data)
+            self._next += 1
+        end = min(t0 + frames, len(self.buf))
+        if end > t0:
+            for i, port in enumerate(self.inputs):
+                self.buf[t0:end, i] = port.get_array()[: end - t0]
+        self.frame = t0 + frames
+
+    def play(self, events: list[tuple[float, bytes]], lead: float = 0.3) -> list[tuple[int, bytes]]:
+        """Schedule (seconds from now + lead, data); returns the absolute frames used."""
+        base = self.frame + int(lead * self.rate)
+        sched = [(base + int(round(t * self.rate)), bytes(d)) for t, d in events]
+        sched.sort(key=lambda e: e[0])
+        self.schedule = sched
+        self._next = 0
+        return sched
+
+    def wait_frame(self, frame: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frame < frame:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"JACK probe stuck at frame {self.frame} < {frame}")
+            time.sleep(0.02)
+
+
+def _start_server(args: list[str], env: dict, timeout: float = 180.0):
+    cmd = [sys.executable, "-m", "rtperformer", "serve", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    err: list[str] = []
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+    ready = threading.Event()
+
+    def read_stdout():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("ready:"):
+                ready.set()
+
+    threading.Thread(target=read_stdout, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"server did not get ready (rc={proc.returncode}):\n{''.join(lines)}\n{''.join(err)[-3000:]}")
+    ready_line = next(line for line in lines if line.startswith("ready:"))
+    fields = dict(kv.split("=", 1) for kv in ready_line.split()[1:])
+    return proc, fields["midi"], fields["audio"].split(","), err
+
+
+def _onset(x: np.ndarray, start: int, stop: int, frac: float = 0.1) -> int | None:
+    """First sample in [start, stop) where |x| reaches ``frac`` of the segment's 99th percentile."""
+    seg = np.abs(x[start:stop])
+    if not len(seg):
+        return None
+    level = np.percentile(seg, 99)
+    if level <= 0:
+        return None
+    hit = np.flatnonzero(seg >= frac * level)
+    return start + int(hit[0]) if len(hit) else None
+
+
+def _dominant_midi(x: np.ndarray, rate: int) -> float:
+    n = 8192
+    seg = x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
+    spec = np.abs(np.fft.rfft(seg * np.hanning(n)))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    band = (freqs > 60) & (freqs < 4000)
+    f = freqs[band][np.argmax(spec[band])]
+    return 69 + 12 * np.log2(f / 440.0)
+
+
+def _align(a: np.ndarray, b: np.ndarray) -> int:
+    """Offset L >= 0 where ``a`` sits best inside the longer ``b`` (FFT cross-correlation)."""
+    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
+    c = np.fft.irfft(np.fft.rfft(b, n) * np.conj(np.fft.rfft(a, n)), n)
+    return int(np.argmax(c[: len(b) - len(a) + 1]))
+
+
+def _rms(x):
+    return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    torch = pytest.importorskip("torch")
+    try:
+        from rtperformer.model.checkpoint import save_checkpoint
+    except ImportError:
+        pytest.skip("rtperformer.model.checkpoint is not available yet")
+    from rtperformer.config import from_dict
+    from rtperformer.model.performancenet import build_model
+
+    cfg = from_dict({"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2],
+                               "norm": "layer"}})
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    d = tmp_path_factory.mktemp("models") / "violin"
+    save_checkpoint(d, model, cfg, {"step": 0, "note": "random weights for tests"})
+    return d
+
+
+def _serve_config(tmp: Path, mode: str) -> Path:
+    p = tmp / f"serve-{mode}.yaml"
+    p.write_text(
+        "render:\n"
+        f"  mode: {mode}\n"
+        f"  release_seconds: {RELEASE}\n"
+        "  window_frames: 32\n"
+        "  crossfade_frames: 2\n"
+        "serve:\n"
+        "  window_step_frames: 1\n"
+        "  window_future_frames: 4\n"
+    )
+    return p
+
+
+def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "streaming",
+                pitches=(60, 64, 67, 69, 72, 57)):
+    """Serve, play ``pitches`` one by one plus a chord ended by CC123, record; returns the measurements."""
+    rec = tmp / f"rec-{mode}.wav"
+    args = ["--virtual", "in", "--client-name", "rtpsrv", "--midi-api", "jack", "--record", str(rec),
+            "--config", str(_serve_config(tmp, mode)), *model_args]
+    proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
+    note_len, gap = 0.3, RELEASE + 0.35
+    events, notes = [], []
+    t = 0.3
+    for p in pitches:
+        events += [(t, bytes([0x90, p, 100])), (t + note_len, bytes([0x80, p, 0]))]
+        notes.append((t, t + note_len, p))
+        t += note_len + gap
+    chord_t = t
+    events += [(t, bytes([0x90, p, 90])) for p in (60, 64, 67)]
+    events.append((t + 0.3, bytes([0xB0, 123, 0])))  # all notes off while the keys stay down
+    total = t + 0.3 + RELEASE + 0.6
+    probe = None
+    try:
+        probe = JackProbe("rtpprobe", len(audio_ports), seconds=total + 3)
+        probe.client.activate()
+        probe.client.connect(probe.midi_out, midi_port)
+        for src, dst in zip(audio_ports, probe.inputs):
+            probe.client.connect(src, dst)
+        sched = probe.play(events)
+        base = sched[0][0] - int(round(events[0][0] * probe.rate))
+        probe.wait_frame(base + int(total * probe.rate))
+        captured = probe.buf[: probe.frame].copy()
+        xruns = probe.xruns
+        rate = probe.rate
+    finally:
+        if probe is not None:
+            probe.client.deactivate()
+            probe.client.close()
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rc = proc.wait()
+    assert rc == 0, "".join(err)[-3000:]
+    import soundfile as sf
+
+    recorded, rec_rate = sf.read(rec, dtype="float32", always_2d=True)
+    return dict(captured=captured, recorded=recorded, rate=rate, rec_rate=rec_rate, base=base, notes=notes,
+                chord_t=chord_t, xruns=xruns, stderr="".join(err))
+
+
+def check_session(m, check_pitch: bool):
+    x = m["captured"][:, 0]
+    rate, base = m["rate"], m["base"]
+    f = lambda s: base + int(round(s * rate))  # noqa: E731
+    first_on = f(m["notes"][0][0])
+    assert np.all(x[: first_on] == 0.0), "sound before the first note-on"
+    lat = []
+    for on, off, pitch in m["notes"]:
+        a, b = f(on), f(off)
+        held = x[a:b]
+        after = x[f(off + RELEASE) + int(0.1 * rate): f(off + RELEASE) + int(0.3 * rate)]
+        assert _rms(held) > 1e-4, f"no sound for note {pitch}"
+        assert np.all(after == 0.0), f"note {pitch} still sounds after its release"
+        onset = _onset(x, a, b)
+        assert onset is not None
+        lat.append((onset - a) * 1e3 / rate)
+        if check_pitch:
+            body = x[a + int(0.08 * rate): b]
+            assert abs(_dominant_midi(body, rate) - pitch) <= 1.0, f"pitch of note {pitch}"
+    chord = f(m["chord_t"])
+    assert _rms(x[chord: chord + int(0.3 * rate)]) > 1e-4
+    tail = x[f(m["chord_t"] + 0.3 + RELEASE) + int(0.15 * rate):]
+    assert len(tail) > 0.1 * rate and np.all(tail == 0.0), "all-notes-off left a note sounding"
+
+    # --record holds exactly what JACK received from the server. Aligned by cross-correlation per
+    # half-second chunk: a JACK xrun can drop a cycle between the callback and the graph, which shifts
+    # everything after it, so most (not all) sounding chunks must match exactly at their own lag.
+    rec = m["recorded"][:, 0]
+    assert m["rec_rate"] == rate
+    chunk = rate // 2
+    matched = sounding = 0
+    for start in range(0, len(x) - chunk, chunk):
+        seg = x[start:start + chunk]
+        if _rms(seg) < 1e-4:
+            continue
+        sounding += 1
+        lag = _align(seg, rec)
+        if 0 <= lag and lag + chunk <= len(rec) and np.max(np.abs(rec[lag:lag + chunk] - seg)) < 1e-6:
+            matched += 1
+    assert sounding >= len(m["notes"])
+    assert matched >= 0.8 * sounding, f"only {matched}/{sounding} captured chunks found in the recording"
+    lat = np.asarray(lat)
+    return float(np.median(lat)), float(np.percentile(lat, 95)), lat
+
+
+@pytest.mark.parametrize("mode", ["streaming", "window"])
+def test_serve_tiny_model_on_jack(jack_server, tiny_model_dir, tmp_path, mode):
+    m = run_session(jack_server, tmp_path, ["--model", f"violin={tiny_model_dir}"], mode=mode)
+    med, p95, lat = check_session(m, check_pitch=False)
+    print(f"\n[{mode}] note-on -> onset latency at {m['rate']} Hz / {256}-frame period: median {med:.2f} ms, "
+          f"p95 {p95:.2f} ms over {len(lat)} notes; probe xruns {m['xruns']}")
+    print("server: " + (m["stderr"].strip().splitlines() or ["-"])[-1])
+
+
+@pytest.mark.skipif(not (REPO / "models" / "violin" / "model.safetensors").is_file(),
+                    reason="no shipped models/violin")
+def test_serve_shipped_violin_pitch(jack_server, tmp_path):
+    m = run_session(jack_server, tmp_path, ["--model", "violin"], pitches=(67, 69, 72, 76))
+    med, p95, lat = check_session(m, check_pitch=True)
+    print(f"\n[shipped violin] note-on -> onset latency: median {med:.2f} ms, p95 {p95:.2f} ms; "
+          f"probe xruns {m['xruns']}")
+
+
+def test_serve_missing_port_is_one_line_exit_2(jack_server):
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "serve", "--midi-port", "no-such-port-xyz",
+                        "--midi-api", "jack", "--model", "/nonexistent"], cwd=REPO, env=jack_server.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_serve_without_jack_server_is_one_line_exit_2(jack_server):
+    env = dict(jack_server.env(), JACK_DEFAULT_SERVER="rtp-no-such-server")
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "serve", "--virtual", "x", "--midi-api", "jack"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "JACK" in r.stderr
+
+
+def test_devices_lists_jack_midi_and_audio(jack_server):
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "devices"], cwd=REPO, env=jack_server.env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "MIDI (jack" in r.stdout and "JACK Audio Connection Kit" in r.stdout
