@@ -334,7 +334,6 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
     sounding = np.isfinite(regions.score_midi)
     fmin = 440.0 * 2 ** ((np.nanmin(regions.score_midi) - 2 - 69) / 12) if sounding.any() else 50.0
     fmax = 440.0 * 2 ** ((np.nanmax(regions.score_midi) + 2 - 69) / 12) if sounding.any() else 2000.0
-    times = np.arange(T) * a.hop / a.sample_rate
     result: dict[str, Any] = {"id": piece.piece_id, "seconds": round(T / fr, 2)}
 
     def audio_metrics(pool: Pool, audio: np.ndarray, power: np.ndarray, reg: NoteRegions) -> None:
@@ -342,16 +341,19 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
         det = detect_onsets(power, fr)
         pool.add("onset_ms", onset_errors(det, reg.onsets, fr))
         if pitch and reg.mono_sustain.any():
-            f0 = pitch_track(audio, a.sample_rate, times[: power.shape[1]], fmin, fmax)
+            times = np.arange(power.shape[1]) * a.hop / a.sample_rate
+            f0 = pitch_track(audio, a.sample_rate, times, fmin, fmax)
             c = cents_error(f0, reg.score_midi[: len(f0)])[reg.mono_sustain[: len(f0)]]
             pool.add("cents", c)
             ids = reg.note_ids[: len(f0)][reg.mono_sustain[: len(f0)]]
             note_meds = [np.nanmedian(c[ids == i]) if np.isfinite(c[ids == i]).any() else np.nan for i in np.unique(ids)]
             pool.add("note_cents", np.asarray(note_meds, np.float64))
 
-    def spectral(pool: Pool, est: np.ndarray, prefix: str = "", est_notes: np.ndarray | None = None) -> None:
+    def spectral(pool: Pool, est: np.ndarray, prefix: str = "", own: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Frame-aligned numbers of est (n_bins, T) vs the target; the level uses ``own`` = (power, note
+        mask) of the system's own, possibly differently timed, frames when given."""
         d = lsd_frames(ref, est, floor)
-        est_notes = regions.notes if est_notes is None else est_notes
+        level_power, est_notes = own if own is not None else (est, regions.notes)
         if prefix:
             pool.add("lsd_audio", d[regions.notes])
             pool.add_sum("sca_num", float(np.sum((np.sqrt(ref) - np.sqrt(est)) ** 2)))
@@ -364,7 +366,7 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
         pool.add("sharpness_frames", sharpness_frames(est, floor, bins)[regions.mono_sustain])
         pool.add_sum("sc_num", float(np.sum((np.sqrt(ref) - np.sqrt(est)) ** 2)))
         pool.add_sum("sc_den", float(np.sum(ref)))
-        pool.add_sum("pow_est", float(est[:, est_notes].sum()))
+        pool.add_sum("pow_est", float(level_power[:, est_notes].sum()))
         pool.add_sum("n_est", float(est_notes.sum()))
         pool.add_sum("pow_ref", float(ref[:, regions.notes].sum()))
         pool.add_sum("n_ref", float(regions.notes.sum()))
@@ -392,11 +394,13 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
             audio_metrics(p, piece.model_audio, ea, regions)
         systems["model"] = p
     for kind, (bx, bfeat, baudio) in piece.baselines.items():
+        # frame-aligned numbers on the target's grid; level, sharpness, pitch and onsets on its own frames
         p = Pool()
-        est = power_from_features(fit(bfeat), a.power_scale)
-        breg = note_regions(fit(bx), a.n_fft, a.hop, fr)
-        spectral(p, est, est_notes=breg.notes)
-        audio_metrics(p, baudio, est, breg)
+        n = min(bx.shape[-1], bfeat.shape[-1])
+        own = power_from_features(bfeat[:, :n], a.power_scale)
+        breg = note_regions(bx[:, :n], a.n_fft, a.hop, fr)
+        spectral(p, power_from_features(fit(bfeat), a.power_scale), own=(own, breg.notes))
+        audio_metrics(p, baudio, own, breg)
         systems[kind] = p
     for name, p in systems.items():
         result[name] = p.summary()
