@@ -23,7 +23,7 @@ from rtperformer.dsp.features import hann, steady_window_sum
 from rtperformer.dsp.rtpghi import RTPGHI
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gather(acc, w, hop, out):
     """out[f, n] = acc[f*hop + n] * w[n] for the active frames, (F, N) float32."""
     F, N = out.shape
@@ -33,7 +33,7 @@ def _gather(acc, w, hop, out):
             out[f, n] = acc[o + n] * w[n]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _project(X, mags, out):
     """out = mags * X / |X| (zero phase where X vanishes), complex64 (F, M)."""
     F, M = X.shape
@@ -49,7 +49,7 @@ def _project(X, mags, out):
                 out[f, k] = mags[f, k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _scatter(frames, ws, hop, contrib, acc, first):
     """Replace the active frames' contributions in acc by frames * ws (frames (F, N) from irfft)."""
     F, N = frames.shape

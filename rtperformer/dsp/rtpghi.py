@@ -16,7 +16,8 @@ below tol * (largest magnitude of the frames involved) get a pseudo-random phase
 lookahead=0: ds/dt by the backward difference s[n] - s[n-1]; no delay.
 lookahead=1: ds/dt by the centred difference (s[n+1] - s[n-1]) / 2; output is one frame late.
 
-The per-frame work is one numba function (cache=True): about 0.03-0.1 ms per frame at n_fft 1024.
+The per-frame work is one numba function (cache=True; nogil=True, so other threads run meanwhile):
+about 0.03-0.1 ms per frame at n_fft 1024.
 Its first call in a fresh environment compiles (a few seconds); later processes load the cache.
 """
 
@@ -73,7 +74,7 @@ def _heap_pop(keys, idx, size):
     return item, size
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _xorshift_phase(rng):
     x = rng[0]
     x ^= (x << np.uint64(13)) & np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -83,7 +84,7 @@ def _xorshift_phase(rng):
     return (x >> np.uint64(11)) * (1.0 / 9007199254740992.0) * TWO_PI
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                   state_mag, state_phase, state_tgrad, have_pending, rng,
                   keys, idx, done, logs_prev, logs_cur, logs_next, tgrad, fgrad, phase):
