@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 LOSSES = ("mse", "l1", "l1_sc")
+SC_HEADROOM = 2.0  # l1_sc: predictions above max(target) + this (in log1p-power units) are clamped for SC
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
 
@@ -52,9 +53,14 @@ def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0) -> Lo
         l1 = torch.mean(torch.abs(pred - target))
         if name == "l1":
             return l1, {"l1": float(l1.detach())}
-        # Magnitudes in float32 even under autocast: expm1 of fp16 features overflows.
+        # Magnitudes in float32 even under autocast: expm1 of fp16 features overflows. Predictions far
+        # above anything in the batch's target (an untrained net) are clamped for this term, so its
+        # gradient cannot explode through expm1; L1 still pulls them down.
+        t32 = target.float()
+        ceiling = float(t32.max().detach()) + SC_HEADROOM
         sc = spectral_convergence(
-            features_to_magnitude(pred.float(), power_scale), features_to_magnitude(target.float(), power_scale)
+            features_to_magnitude(pred.float().clamp(max=ceiling), power_scale),
+            features_to_magnitude(t32, power_scale),
         )
         loss = l1 + sc_weight * sc
         return loss, {"l1": float(l1.detach()), "sc": float(sc.detach())}

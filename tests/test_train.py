@@ -228,3 +228,11 @@ def test_resume_restores_exact_weights_and_rejects_other_shapes(tmp_path):
     other = torch.nn.Linear(2, 2)
     with pytest.raises(UserError, match="does not fit"):
         _read_resume(tmp_path / "m", other, torch.optim.Adam(other.parameters()))
+
+
+def test_l1_sc_gradient_bounded_for_wild_predictions():
+    target = torch.rand(2, 9, 5) * 5
+    pred = (torch.rand(2, 9, 5) * 80).requires_grad_()  # far above the target, as at initialisation
+    loss, parts = make_loss("l1_sc", power_scale=1000.0)(pred, target)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(pred.grad).all() and pred.grad.abs().max() < 1e3
