@@ -178,7 +178,7 @@ def _run(args) -> int:
     block = int(cfg.serve.block_size)
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
     engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-    ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1)
+    ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1, drop_late=True)
     record_ring = AudioRing(rate * 4, int(cfg.serve.channels))
     wav_path = out_dir / "demo.wav"
     recorder = WavRecorder(wav_path, rate, int(cfg.serve.channels), ring=record_ring)

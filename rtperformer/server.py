@@ -47,7 +47,8 @@ def set_realtime(priority: int) -> bool:
 
 @dataclass
 class LatencyStats:
-    """Note-on stamp -> first output sample of the note, in output samples (render thread appends)."""
+    """Note-on stamp -> the callback that sends the note's first sample, in output samples (render thread
+    appends). Excludes the device's own output latency and the window's rise time."""
 
     samples: list = field(default_factory=list)
 
@@ -105,7 +106,7 @@ class LiveSession:
                         time.sleep(early)
                         continue
                     out = engine.render_step()
-                    pos = ring.frames_written + ring.underrun_frames  # output sample of out[0]
+                    pos = ring.frames_written + ring.device_offset  # output sample of out[0]
                     ring.write(out)
                     for o in engine.onsets:
                         at = pos + o.offset
@@ -142,7 +143,7 @@ class LiveSession:
         lat = f"{med:.1f}/{p95:.1f}ms(n={n})" if n else "-"
         return (f"notes {self.engine.notes_held:2d}  rtf {self.engine.rtf:.2f}  ring {fill_ms:5.1f}ms  "
                 f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  est.latency {est:.1f}ms  "
-                f"note->audio {lat}  {self.backend_name}{' rt' if self.realtime else ''}")
+                f"note->out {lat}  {self.backend_name}{' rt' if self.realtime else ''}")
 
     def run(self, until=None, status_every: float = 0.5) -> None:
         """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile."""
@@ -212,7 +213,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         from rtperformer.engine import Engine
 
         engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-        ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1)
+        ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1, drop_late=True)
         record_ring = None
         if record:
             record_ring = AudioRing(rate * 4, channels)

@@ -88,3 +88,14 @@ def test_event_ring_roundtrip_and_full():
     assert q.push(15, (0xB0, 64, 127))  # wraps
     assert [q.pop()[0] for _ in range(2)] == [13, 15]
     assert len(q) == 0
+
+
+def test_drop_late_repays_underrun_and_keeps_timeline():
+    ring = AudioRing(16, 1, drop_late=True)
+    out = np.empty((4, 1), np.float32)
+    ring.write(np.arange(2, dtype=np.float32))
+    assert ring.read_into(out) == 2 and ring.debt == 2 and ring.device_offset == 2
+    ring.write(np.arange(10, 18, dtype=np.float32))  # frames 10, 11 arrived late: dropped
+    assert ring.read_into(out) == 4
+    assert out[:, 0].tolist() == [12, 13, 14, 15]
+    assert ring.debt == 0 and ring.skipped_frames == 2 and ring.device_offset == 0

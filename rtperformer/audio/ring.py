@@ -24,11 +24,16 @@ class AudioRing:
     Reader: :meth:`read_into` (audio callback) or :meth:`read` (recorder thread).
     """
 
-    def __init__(self, capacity: int, channels: int = 1):
+    def __init__(self, capacity: int, channels: int = 1, drop_late: bool = False):
         if capacity < 1 or channels < 1:
             raise ValueError("ring capacity and channels must be >= 1")
         self.capacity = int(capacity)
         self.channels = int(channels)
+        # drop_late: frames zero-filled by an underrun are owed, and the reader skips that many frames
+        # once audio arrives, so the ring -> device timeline (and the latency) stays where it was.
+        self.drop_late = bool(drop_late)
+        self.debt = 0  # frames still to skip (reader only)
+        self.skipped_frames = 0  # late frames dropped to repay underruns (reader only)
         self._buf = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self._w = 0  # frames ever written (writer only)
         self._r = 0  # frames ever read (reader only)
@@ -46,6 +51,11 @@ class AudioRing:
     @property
     def space(self) -> int:
         return self.capacity - (self._w - self._r)
+
+    @property
+    def device_offset(self) -> int:
+        """Device frame of ring frame i is i + device_offset (zero-filled frames not yet repaid)."""
+        return self.underrun_frames - self.skipped_frames
 
     @property
     def frames_written(self) -> int:
@@ -88,6 +98,12 @@ class AudioRing:
         """
         m = out.shape[0]
         avail = self._w - self._r
+        if self.debt and avail:
+            k = self.debt if self.debt <= avail else avail
+            self._r += k
+            self.debt -= k
+            self.skipped_frames += k
+            avail -= k
         n = m if avail >= m else avail
         if n > 0:
             start = self._r % self.capacity
@@ -100,6 +116,8 @@ class AudioRing:
             out[n:] = 0.0
             self.underruns += 1
             self.underrun_frames += m - n
+            if self.drop_late:
+                self.debt += m - n
         return n
 
     def read(self, max_frames: int | None = None) -> np.ndarray:
