@@ -1,0 +1,122 @@
+"""Shared helpers of the benchmarks: machine description, model sources, JSON writing."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+SKIP_CONFIGS = {"tiny-test"}  # not a real instrument (16 kHz, a few thousand parameters)
+
+
+def machine() -> dict:
+    """CPU model, cores usable, load average, torch / onnxruntime versions, GPU name (if any)."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+            "load_avg_1m_at_start": os.getloadavg()[0], "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def write_json(data: dict, path: Path) -> Path:
+    """Write ``data`` as indented JSON via a temp file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def save_png(fig, path: Path) -> Path:
+    """Save a matplotlib figure via a temp file and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def default_sources() -> list[str]:
+    """What to benchmark by default: every shipped streaming model in models/ (trained weights), then every
+    streaming config in configs/ (random weights: speed does not depend on the values)."""
+    from rtperformer.config import load_config
+
+    out = []
+    models = REPO / "models"
+    if models.is_dir():
+        for d in sorted(models.iterdir()):
+            if (d / "model.safetensors").is_file() and (d / "config.yaml").is_file():
+                try:
+                    if load_config(d / "config.yaml").model.form == "streaming":
+                        out.append(str(d))
+                except Exception:
+                    continue
+    for p in sorted((REPO / "configs").glob("*.yaml")):
+        if p.stem in SKIP_CONFIGS:
+            continue
+        try:
+            if load_config(p).model.form == "streaming":
+                out.append(p.stem)
+        except Exception:
+            continue
+    return out
+
+
+def load_source(src: str):
+    """``src``: a model folder (checkpoint) or a config name/path -> (label, model, cfg, model_dir or None).
+
+    Configs get random weights (seeded); the model is in eval mode on the CPU.
+    """
+    import torch
+
+    from rtperformer.config import load_config
+
+    p = Path(src)
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        from rtperformer.model.checkpoint import load_model
+
+        model, cfg, _ = load_model(str(p))
+        return f"model:{p.name}", model.eval(), cfg, p
+    if not p.suffix and (REPO / "models" / src / "model.safetensors").is_file():
+        return load_source(str(REPO / "models" / src))
+    cfg = load_config(src)
+    try:
+        from rtperformer.model import build_model
+    except ImportError:
+        from rtperformer.model.performancenet import build_model
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    return cfg.name if cfg.name != "default" else p.stem, model, cfg, None
+
+
+def param_count(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))

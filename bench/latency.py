@@ -1,0 +1,452 @@
+"""Latency: note-on -> first sound, end to end on a JACK dummy server, for rtperformer and FluidSynth.
+
+Setup (all in one run, same server, same period):
+
+- ``jackd -n <unique> -d dummy -r 48000 -p 256`` (a private server; stopped and cleaned up at the end);
+- the system under test in its own process: ``rtperformer serve --virtual in --midi-api jack --quiet``
+  once per render mode (streaming, window), then ``fluidsynth -a jack -m jack -r 48000`` with
+  FluidR3_GM.sf2 (GM program 40, violin);
+- a probe in this process (JACK-Client): a MIDI output writing each note-on at an exact sample, and audio
+  inputs recording what the system plays. Only JACK-Client lives here (no python-rtmidi client, so the
+  rtmidi/JACK-Client deadlock in ARCHITECTURE.md cannot happen).
+
+Events (``--events``, default 200): single notes and 3-note chords alternating at random, each at a random
+sample offset (so every phase of the 256-sample period is hit), held ``HOLD_S``, then released and followed
+by CC120 (all sound off) so the output is silent again before the next event.
+
+Onset (sample-accurate): the first sample after the event whose magnitude reaches the threshold
+``max(ONSET_FRACTION x the event's own level (99th percentile of |x| while held), NOISE_FACTOR x the peak of
+the PRE_S seconds before the event, ABS_FLOOR)``. Events whose pre-event segment is not quiet (peak above
+``ONSET_FRACTION x`` the event's level) or that make no sound are counted as invalid, not measured.
+
+Reports per system: min, median, p95, p99, max, jitter (p95 - p5 and the standard deviation), xruns seen by
+the probe, invalid events. Writes bench/results/latency.json and latency.png (histograms).
+Run: ``rtperformer bench latency [--model NAME] [--events N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import REPO, RESULTS, machine, save_png, write_json  # noqa: E402
+
+RATE = 48000
+PERIOD = 256
+HOLD_S = 0.15
+RELEASE_S = 0.1  # render.release_seconds of the served model in this benchmark
+CYCLE_S = 0.42  # one event every CYCLE_S + a random offset up to OFFSET_S
+OFFSET_S = 0.03
+PRE_S = 0.04
+ONSET_FRACTION = 0.1
+NOISE_FACTOR = 4.0
+ABS_FLOOR = 1e-5
+SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+VIOLIN_RANGE = (60, 84)
+
+
+# -- the private JACK server ------------------------------------------------------------------------------
+
+class JackServer:
+    """``jackd -n NAME -d dummy -r RATE -p PERIOD`` for the duration of a ``with`` block."""
+
+    def __init__(self, rate: int = RATE, period: int = PERIOD):
+        self.name = f"rtpbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.rate, self.period = rate, period
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="jackd-", suffix=".log", delete=False)
+
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e["JACK_DEFAULT_SERVER"] = self.name
+        e["JACK_NO_START_SERVER"] = "1"
+        return e
+
+    def __enter__(self) -> "JackServer":
+        from rtperformer.errors import UserError
+
+        jackd = shutil.which("jackd")
+        if jackd is None:
+            raise UserError("jackd not found (apt-get install jackd2)")
+        self.proc = subprocess.Popen([jackd, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p",
+                                      str(self.period)], stdout=self.log, stderr=subprocess.STDOUT)
+        os.environ["JACK_DEFAULT_SERVER"] = self.name
+        os.environ["JACK_NO_START_SERVER"] = "1"
+        import jack
+
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                c = jack.Client("rtpbench-ping", no_start_server=True)
+                c.close()
+                return self
+            except jack.JackError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__(None, None, None)
+                    raise UserError(f"jackd did not start: {Path(self.log.name).read_text()[-500:]}")
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shm = Path("/dev/shm")
+        for p in list(shm.glob(f"jack*_{self.name}_*")) + list(shm.glob(f"jack_sem.*_{self.name}_*")):
+            p.unlink(missing_ok=True)
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+# -- the probe ----------------------------------------------------------------------------------------------
+
+class Probe:
+    """JACK client: one MIDI out playing a schedule at exact frames, ``n_in`` audio inputs recorded.
+    Frame 0 is its first process cycle."""
+
+    def __init__(self, name: str, n_in: int, seconds: float):
+        import jack
+
+        self.client = jack.Client(name, no_start_server=True)
+        self.rate = self.client.samplerate
+        self.period = self.client.blocksize
+        self.midi_out = self.client.midi_outports.register("midi_out")
+        self.inputs = [self.client.inports.register(f"in_{i}") for i in range(n_in)]
+        self.buf = np.zeros((int(seconds * self.rate) + self.period, n_in), np.float32)
+        self.frame = 0
+        self.schedule: list[tuple[int, bytes]] = []
+        self._next = 0
+        self.xruns = 0
+        self.client.set_process_callback(self._process)
+        self.client.set_xrun_callback(self._xrun)
+
+    def _xrun(self, delay):
+        self.xruns += 1
+
+    def _process(self, frames):
+        t0 = self.frame
+        out = self.midi_out
+        out.clear_buffer()
+        sched = self.schedule
+        while self._next < len(sched) and sched[self._next][0] < t0 + frames:
+            at, data = sched[self._next]
+            out.write_midi_event(max(0, at - t0), data)
+            self._next += 1
+        end = min(t0 + frames, len(self.buf))
+        if end > t0:
+            for i, port in enumerate(self.inputs):
+                self.buf[t0:end, i] = port.get_array()[: end - t0]
+        self.frame = t0 + frames
+
+    def play(self, events: list[tuple[int, bytes]], lead_frames: int) -> int:
+        """Schedule (frame offset, data) relative to now + lead; returns the base frame."""
+        base = self.frame + lead_frames
+        self.schedule = sorted(((base + f, bytes(d)) for f, d in events), key=lambda e: e[0])
+        self._next = 0
+        return base
+
+    def wait_frame(self, frame: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.frame < frame:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"probe stuck at frame {self.frame} < {frame}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        try:
+            self.client.deactivate()
+        finally:
+            self.client.close()
+
+
+# -- events and onsets ----------------------------------------------------------------------------------
+
+def make_events(n: int, rate: int, seed: int = 0) -> tuple[list[tuple[int, bytes]], list[tuple[int, int, str]]]:
+    """``n`` note-on events (single notes and 3-note chords) at random sample offsets.
+
+    Returns (MIDI schedule as (frame, data), [(onset frame, end frame, kind)]).
+    """
+    rng = np.random.default_rng(seed)
+    sched, marks = [], []
+    t = 0
+    cycle = int(CYCLE_S * rate)
+    for i in range(n):
+        on = t + int(rng.integers(0, int(OFFSET_S * rate)))
+        kind = "chord" if rng.random() < 0.5 else "single"
+        root = int(rng.integers(VIOLIN_RANGE[0], VIOLIN_RANGE[1] - 7))
+        pitches = (root, root + 4, root + 7) if kind == "chord" else (root,)
+        vel = int(rng.integers(70, 120))
+        off = on + int(HOLD_S * rate)
+        for p in pitches:
+            sched.append((on, bytes([0x90, p, vel])))
+            sched.append((off, bytes([0x80, p, 0])))
+        sched.append((off + int((RELEASE_S + 0.02) * rate), bytes([0xB0, 120, 0])))
+        marks.append((on, off, kind))
+        t += cycle
+    return sched, marks
+
+
+def detect_onset(x: np.ndarray, on: int, off: int, rate: int) -> tuple[int | None, str]:
+    """First sample at or after ``on`` reaching the threshold (module docstring); (None, why) if invalid."""
+    pre = x[max(0, on - int(PRE_S * rate)):on]
+    seg = np.abs(x[on:off])
+    if not len(seg):
+        return None, "no audio"
+    level = float(np.percentile(seg, 99))
+    noise = float(np.max(np.abs(pre))) if len(pre) else 0.0
+    if level <= ABS_FLOOR:
+        return None, "silent"
+    if noise > ONSET_FRACTION * level:
+        return None, "noisy before the event"
+    thr = max(ONSET_FRACTION * level, NOISE_FACTOR * noise, ABS_FLOOR)
+    hit = np.flatnonzero(seg >= thr)
+    return (on + int(hit[0]), "") if len(hit) else (None, "below threshold")
+
+
+def summarize(lat_ms: list[float]) -> dict:
+    a = np.asarray(lat_ms, np.float64)
+    if not len(a):
+        return {"n": 0}
+    return {"n": int(len(a)), "min_ms": float(a.min()), "median_ms": float(np.median(a)),
+            "p95_ms": float(np.percentile(a, 95)), "p99_ms": float(np.percentile(a, 99)), "max_ms": float(a.max()),
+            "jitter_p95_p5_ms": float(np.percentile(a, 95) - np.percentile(a, 5)), "std_ms": float(a.std())}
+
+
+# -- systems under test -----------------------------------------------------------------------------------
+
+def _reader(proc, lines: list, ready: threading.Event, prefix: str | None):
+    for line in proc.stdout:
+        lines.append(line)
+        if prefix and line.startswith(prefix):
+            ready.set()
+
+
+def start_rtperformer(env: dict, mode: str, model_args: list[str], config: Path, client: str, timeout: float = 300):
+    """``rtperformer serve`` subprocess; returns (proc, midi port, [audio ports], stderr lines)."""
+    cmd = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", client,
+           "--midi-api", "jack", "--quiet", "--mode", mode, "--config", str(config), *model_args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, err, ready = [], [], threading.Event()
+    threading.Thread(target=_reader, args=(proc, lines, ready, "ready:"), daemon=True).start()
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop(proc)
+            raise RuntimeError(f"rtperformer serve did not get ready: {''.join(lines)[-500:]} {''.join(err)[-1500:]}")
+    line = next(s for s in lines if s.startswith("ready:"))
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    return proc, fields["midi"], fields["audio"].split(","), err
+
+
+def start_fluidsynth(env: dict, client: str, timeout: float = 60):
+    """``fluidsynth -a jack -m jack -r 48000`` with FluidR3_GM; returns (proc, midi port, [audio ports], log)."""
+    import jack
+
+    exe = shutil.which("fluidsynth")
+    if exe is None or not SOUNDFONT.is_file():
+        raise RuntimeError("fluidsynth or FluidR3_GM.sf2 missing")
+    # Its shell reads the open stdin pipe (and so keeps running) until SIGINT; no server socket (-s) that
+    # could clash with another instance.
+    cmd = [exe, "-a", "jack", "-m", "jack", "-r", str(RATE), "-g", "0.5", "-R", "0", "-C", "0",
+           "-o", f"audio.jack.id={client}", "-o", f"midi.jack.id={client}-midi",
+           "-o", "audio.jack.autoconnect=0", str(SOUNDFONT)]
+    proc = subprocess.Popen(cmd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines: list[str] = []
+    threading.Thread(target=_reader, args=(proc, lines, threading.Event(), None), daemon=True).start()
+    q = jack.Client("rtpbench-query", no_start_server=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            midi = [p.name for p in q.get_ports(is_midi=True, is_input=True) if p.name.startswith(client)]
+            audio = [p.name for p in q.get_ports(is_audio=True, is_output=True) if p.name.startswith(client)]
+            if midi and len(audio) >= 1:
+                time.sleep(1.0)  # let it finish loading the soundfont
+                return proc, midi[0], sorted(audio)[:1], lines
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                raise RuntimeError(f"fluidsynth did not open its JACK ports: {''.join(lines)[-800:]}")
+            time.sleep(0.2)
+    finally:
+        q.close()
+
+
+def stop(proc: subprocess.Popen) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) -> dict:
+    """Start a system, play the events through the probe, detect onsets, stop it."""
+    proc, midi_port, audio_ports, errlog = start()
+    sched, marks = make_events(n_events, RATE, seed)
+    if system == "fluidsynth":
+        sched = [(0, bytes([0xC0, 40]))] + [(f + RATE // 2, d) for f, d in sched]
+        marks = [(a + RATE // 2, b + RATE // 2, k) for a, b, k in marks]
+    total = max(f for f, _ in sched) / RATE + 1.0
+    probe = Probe(f"rtpbench-probe-{system}", 1, seconds=total + 2)
+    try:
+        probe.client.activate()
+        probe.client.connect(probe.midi_out, midi_port)
+        probe.client.connect(audio_ports[0], probe.inputs[0])
+        time.sleep(0.3)
+        lead = int(0.3 * RATE)
+        base = probe.play(sched, lead)
+        probe.wait_frame(base + int(total * RATE), timeout=total * 4 + 60)
+        x = probe.buf[: probe.frame, 0].copy()
+        xruns = probe.xruns
+    finally:
+        probe.close()
+        rc = stop(proc)
+    lat, invalid, kinds = [], {}, {"single": [], "chord": []}
+    for on, off, kind in marks:
+        onset, why = detect_onset(x, base + on, base + off, RATE)
+        if onset is None:
+            invalid[why] = invalid.get(why, 0) + 1
+            continue
+        ms = (onset - base - on) * 1e3 / RATE
+        lat.append(ms)
+        kinds[kind].append(ms)
+    out = {"system": system, "events": n_events, "xruns_probe": xruns, "exit_code": rc, "invalid": invalid,
+           **summarize(lat), "single": summarize(kinds["single"]), "chord": summarize(kinds["chord"]),
+           "latencies_ms": [round(v, 3) for v in lat]}
+    if rc not in (0, -2, 130) and system != "fluidsynth":
+        out["stderr_tail"] = "".join(errlog)[-1500:]
+    log(f"   {system}: " + ", ".join(f"{k} {out[k]:.2f}" for k in ("min_ms", "median_ms", "p95_ms", "p99_ms",
+                                                                         "max_ms") if k in out)
+        + f", n {out.get('n', 0)}, invalid {invalid}, xruns {xruns}")
+    return out
+
+
+def _serve_config(tmp: Path, backend: str) -> Path:
+    p = tmp / "bench-serve.yaml"
+    p.write_text(f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n")
+    return p
+
+
+def _model_args(model: str | None, tmp: Path) -> list[str]:
+    """``--model`` for serve: the one named, else models/violin, else a random-weight checkpoint of the first
+    streaming config (latency does not depend on the weights, only on the topology and the chain)."""
+    if model:
+        return ["--model", f"violin={model}"]
+    if (REPO / "models" / "violin" / "model.safetensors").is_file():
+        return ["--model", "violin"]
+    from common import default_sources, load_source
+
+    from rtperformer.model.checkpoint import save_checkpoint
+
+    srcs = [s for s in default_sources()]
+    if not srcs:
+        from rtperformer.errors import UserError
+
+        raise UserError("no streaming model or config to serve (pass --model)")
+    label, m, cfg, _ = load_source(srcs[0])
+    d = tmp / "violin"
+    save_checkpoint(d, m, cfg, {"step": 0, "note": f"random weights of {label} for the latency benchmark"})
+    return ["--model", f"violin={d}"]
+
+
+def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print) -> dict:
+    results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
+               "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
+                          "noise_factor": NOISE_FACTOR, "pre_s": PRE_S}, "systems": []}
+    with tempfile.TemporaryDirectory(prefix="rtpbench-") as tmpd, JackServer() as jackd:
+        tmp = Path(tmpd)
+        margs = _model_args(model, tmp)
+        results["model_args"] = margs
+        cfg_path = _serve_config(tmp, backend)
+        env = jackd.env()
+        for i, mode in enumerate(modes):
+            log(f"== rtperformer serve --mode {mode} ({' '.join(margs)}, backend {backend})")
+            start = lambda mode=mode: start_rtperformer(env, mode, margs, cfg_path, f"rtpsrv{i}")  # noqa: E731
+            try:
+                results["systems"].append(measure(env, f"rtperformer-{mode}", start, n_events, seed, log))
+            except Exception as exc:
+                results["systems"].append({"system": f"rtperformer-{mode}", "error": str(exc)[-2000:]})
+                log(f"   failed: {exc}")
+        if fluidsynth:
+            log("== fluidsynth -a jack -m jack -r 48000 (FluidR3_GM, program 40)")
+            try:
+                results["systems"].append(measure(env, "fluidsynth", lambda: start_fluidsynth(env, "rtpfluid"),
+                                                  n_events, seed, log))
+            except Exception as exc:
+                results["systems"].append({"system": "fluidsynth", "error": str(exc)[-2000:]})
+                log(f"   failed: {exc}")
+    fs = next((s for s in results["systems"] if s["system"] == "fluidsynth" and s.get("n")), None)
+    for s in results["systems"]:
+        if fs and s.get("n") and s is not fs:
+            s["median_vs_fluidsynth"] = s["median_ms"] / fs["median_ms"] if fs["median_ms"] > 0 else None
+    results["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
+    return results
+
+
+def plot(results: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in results["systems"] if s.get("n")]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    allv = np.concatenate([s["latencies_ms"] for s in systems]) if systems else np.zeros(1)
+    bins = np.linspace(0, max(20.0, float(np.percentile(allv, 99.5)) + 2), 60)
+    for s in systems:
+        ax.hist(np.clip(s["latencies_ms"], bins[0], bins[-1]), bins=bins, alpha=0.55,
+                label=f"{s['system']}: median {s['median_ms']:.1f}, p99 {s['p99_ms']:.1f} ms (n={s['n']})")
+    ax.axvline(10, color="k", ls=":", lw=0.8, label="goal: median 10 ms")
+    ax.axvline(15, color="r", ls=":", lw=0.8, label="goal: p99 15 ms")
+    ax.set_xlabel("note-on -> first sound (ms), JACK dummy 48 kHz / 256")
+    ax.set_ylabel("events")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{results['machine']['cpu']}, {results['machine']['cores']} cores")
+    return save_png(fig, path)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="model folder or name to serve as violin (default: models/violin, else random "
+                                   "weights of the first streaming config)")
+    p.add_argument("--events", type=int, default=200, help="note-on events per system (default 200)")
+    p.add_argument("--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"])
+    p.add_argument("--backend", default="auto", help="serve.backend for the server (default auto)")
+    p.add_argument("--no-fluidsynth", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=str(RESULTS / "latency.json"))
+
+
+def main(args: argparse.Namespace) -> int:
+    from rtperformer.errors import UserError
+
+    if args.events < 1:
+        raise UserError("--events must be >= 1")
+    results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed)
+    out = Path(args.out)
+    write_json(results, out)
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(ap)
+    raise SystemExit(main(ap.parse_args()))
