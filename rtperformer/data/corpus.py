@@ -83,8 +83,15 @@ def _truncate(line: scores.Line, seconds: float) -> scores.Line:
     return scores.Line(line.piece_id, line.group, line.kind, notes, line.bpm, line.tempo_marked)
 
 
-def select_lines(instrument: str, st: BuildSettings, progress=None) -> list[scores.Line]:
-    """Lines for ``instrument`` filling ``st.minutes`` (nominal score time), per the source mix."""
+def _parse_into_cache(job) -> None:
+    scores.load_source(*job)
+
+
+def select_lines(instrument: str, st: BuildSettings, progress=None, pool=None) -> list[scores.Line]:
+    """Lines for ``instrument`` filling ``st.minutes`` (nominal score time), per the source mix.
+
+    With a worker ``pool``, uncached sources are parsed a few at a time in parallel (same result).
+    """
     mix = {k: v for k, v in scores.MIX[instrument].items() if k in st.sources}
     if not mix:
         raise UserError(f"no sources for {instrument} among {', '.join(st.sources)}")
@@ -93,9 +100,15 @@ def select_lines(instrument: str, st: BuildSettings, progress=None) -> list[scor
     for kind, share in mix.items():
         quota = st.minutes * 60.0 * share / total
         got = 0.0
-        for src in _candidates(kind, st.seed):
+        cands = _candidates(kind, st.seed)
+        for i, src in enumerate(cands):
             if got >= quota:
                 break
+            if pool is not None and i % (2 * st.jobs) == 0:  # parse the next few sources in parallel
+                todo = [(c, st.cache_dir) for c in cands[i:i + 2 * st.jobs]
+                        if not (Path(st.cache_dir) / "music21" / f"{c.key}.json").is_file()]
+                if len(todo) > 1:
+                    pool.map(_parse_into_cache, todo)
             data = scores.load_source(src, st.cache_dir)
             lo, hi = scores.DEFAULT_TEMPO[kind]
             bpm = lo + (hi - lo) * (zlib.crc32(src.key.encode()) % 1000) / 999.0
@@ -219,7 +232,7 @@ def build_instrument(instrument: str, st: BuildSettings, pool=None, log=print, b
     if bar is not None:
         def progress(src):
             bar.set_description(f"{instrument}: parsed {src.key[:40]}")
-    lines = select_lines(instrument, st, progress)
+    lines = select_lines(instrument, st, progress, pool)
     if not lines:
         raise UserError(f"no score lines selected for {instrument}")
     splits = _assign_splits(instrument, lines, st)

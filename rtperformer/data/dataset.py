@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
@@ -163,14 +164,16 @@ class WindowDataset(_Base):
         kinds = tuple(kinds or getattr(cfg.data, "kinds", ("expressive",)))
         man = load_manifest(corpus_dir, instrument)
         rate = int(man["sample_rate"])
-        self.entries = []  # (piece_id, kind, enc, feats)
-        for p in split_pieces(corpus_dir, instrument, split, cfg):
-            for kind in kinds:
-                if kind not in p.get("kinds", []):
-                    continue
-                pdir = Path(corpus_dir) / instrument / p["id"]
-                enc, feats, _ = piece_cache(pdir, kind, cfg, rate)
-                self.entries.append((p["id"], kind, enc, feats))
+        todo = [(p["id"], kind) for p in split_pieces(corpus_dir, instrument, split, cfg)
+                for kind in kinds if kind in p.get("kinds", [])]
+
+        def prepare(item):
+            enc, feats, _ = piece_cache(Path(corpus_dir) / instrument / item[0], item[1], cfg, rate)
+            return (item[0], item[1], enc, feats)
+
+        # first use builds the caches: FFTs and FLAC decoding release the GIL, so threads help
+        with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
+            self.entries = list(ex.map(prepare, todo))  # (piece_id, kind, enc, feats), in split order
         counts = [max(1, e[3].shape[1] - self.clip + 1) for e in self.entries]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.frames = int(sum(e[3].shape[1] for e in self.entries))
