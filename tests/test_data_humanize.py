@@ -1,6 +1,5 @@
 """Humanisation: seeded determinism, deadpan/flat semantics, vibrato rule, range placement (no music21)."""
 
-import numpy as np
 import pytest
 
 from rtperformer.data.humanize import DEADPAN_VELOCITY, VIBRATO_MIN_NOTE_S, perform
