@@ -15,7 +15,6 @@ from rtperformer.render import (  # noqa: E402
     PEAK_CEILING,
     BlockGriffinLim,
     InputStream,
-    Part,
     PartResult,
     StreamingPhase,
     assign_parts,
