@@ -41,6 +41,7 @@ class JackProbe:
         self.inputs = [self.client.inports.register(f"in_{i}") for i in range(n_in)]
         self.buf = np.zeros((int(seconds * self.rate), n_in), np.float32)
         self.frame = 0
+        self.origin = 1 << 62  # nothing recorded before play()
         self.schedule: list[tuple[int, bytes]] = []
         self._next = 0
         self.xruns = 0
@@ -59,26 +60,35 @@ class JackProbe:
             at, data = sched[self._next]
             out.write_midi_event(max(0, at - t0), data)
             self._next += 1
-        end = min(t0 + frames, len(self.buf))
-        if end > t0:
+        r0 = t0 - self.origin
+        end = min(r0 + frames, len(self.buf))
+        if r0 >= 0 and end > r0:
             for i, port in enumerate(self.inputs):
-                self.buf[t0:end, i] = port.get_array()[: end - t0]
+                self.buf[r0:end, i] = port.get_array()[: end - r0]
         self.frame = t0 + frames
 
     def play(self, events: list[tuple[float, bytes]], lead: float = 0.3) -> list[tuple[int, bytes]]:
-        """Schedule (seconds from now + lead, data); returns the absolute frames used."""
-        base = self.frame + int(lead * self.rate)
-        sched = [(base + int(round(t * self.rate)), bytes(d)) for t, d in events]
-        sched.sort(key=lambda e: e[0])
+        """Start recording now (buffer frame 0) and schedule (seconds after ``lead``, data); returns the
+        events' frames in the recording."""
+        origin = self.frame
+        base = origin + int(lead * self.rate)
+        sched = sorted(((base + int(round(t * self.rate)), bytes(d)) for t, d in events), key=lambda e: e[0])
+        self.origin = origin  # the process callback records from here on
         self.schedule = sched
         self._next = 0
-        return sched
+        return [(at - origin, d) for at, d in sched]
+
+    @property
+    def recorded(self) -> int:
+        """Frames recorded since :meth:`play`."""
+        return max(0, min(self.frame - self.origin, len(self.buf)))
 
     def wait_frame(self, frame: int, timeout: float = 60.0) -> None:
+        """Wait until ``frame`` frames are recorded."""
         deadline = time.monotonic() + timeout
-        while self.frame < frame:
+        while self.recorded < frame:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"JACK probe stuck at frame {self.frame} < {frame}")
+                raise TimeoutError(f"JACK probe stuck at {self.recorded} < {frame} recorded frames")
             time.sleep(0.02)
 
 
@@ -178,12 +188,12 @@ def _serve_config(tmp: Path, mode: str) -> Path:
 
 
 def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "streaming",
-                pitches=(60, 64, 67, 69, 72, 57)):
-    """Serve, play ``pitches`` one by one plus a chord ended by CC123, record; returns the measurements."""
+                pitches=(60, 64, 67, 69, 72, 57), stop_signal=signal.SIGINT, existing_port: bool = False):
+    """Serve, play ``pitches`` one by one plus a chord ended by CC123, record; returns the measurements.
+
+    ``existing_port``: the probe's MIDI output exists first and the server connects to it with
+    ``--midi-port`` (a pattern); otherwise the server makes a virtual port and the probe connects."""
     rec = tmp / f"rec-{mode}.wav"
-    args = ["--virtual", "in", "--client-name", "rtpsrv", "--midi-api", "jack", "--record", str(rec),
-            "--config", str(_serve_config(tmp, mode)), *model_args]
-    proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
     note_len, gap = 0.3, RELEASE + 0.35
     events, notes = [], []
     t = 0.3
@@ -195,29 +205,42 @@ def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "stre
     events += [(t, bytes([0x90, p, 90])) for p in (60, 64, 67)]
     events.append((t + 0.3, bytes([0xB0, 123, 0])))  # all notes off while the keys stay down
     total = t + 0.3 + RELEASE + 0.6
-    probe = None
+    probe = proc = None
     try:
-        probe = JackProbe("rtpprobe", len(audio_ports), seconds=total + 3)
-        probe.client.activate()
-        probe.client.connect(probe.midi_out, midi_port)
+        if existing_port:
+            probe = JackProbe("rtpprobe", 2, seconds=total + 3)
+            probe.client.activate()
+            port_args = ["--midi-port", "rtpprobe:midi"]
+        else:
+            port_args = ["--virtual", "in"]
+        args = [*port_args, "--client-name", "rtpsrv", "--midi-api", "jack", "--record", str(rec),
+                "--config", str(_serve_config(tmp, mode)), *model_args]
+        proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
+        if existing_port:
+            assert midi_port == "rtpprobe:midi_out"
+        else:
+            probe = JackProbe("rtpprobe", len(audio_ports), seconds=total + 3)
+            probe.client.activate()
+            probe.client.connect(probe.midi_out, midi_port)
         for src, dst in zip(audio_ports, probe.inputs):
             probe.client.connect(src, dst)
         sched = probe.play(events)
         base = sched[0][0] - int(round(events[0][0] * probe.rate))
         probe.wait_frame(base + int(total * probe.rate))
-        captured = probe.buf[: probe.frame].copy()
+        captured = probe.buf[: probe.recorded].copy()
         xruns = probe.xruns
         rate = probe.rate
     finally:
         if probe is not None:
             probe.client.deactivate()
             probe.client.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        if proc is not None:
+            proc.send_signal(stop_signal)
+            try:
+                rc = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                rc = proc.wait()
     assert rc == 0, "".join(err)[-3000:]
     import soundfile as sf
 
@@ -279,11 +302,19 @@ def check_session(m, check_pitch: bool):
 
 @pytest.mark.parametrize("mode", ["streaming", "window"])
 def test_serve_tiny_model_on_jack(jack_server, tiny_model_dir, tmp_path, mode):
-    m = run_session(jack_server, tmp_path, ["--model", f"violin={tiny_model_dir}"], mode=mode)
+    stop = signal.SIGINT if mode == "streaming" else signal.SIGTERM  # both end cleanly, exit 0
+    m = run_session(jack_server, tmp_path, ["--model", f"violin={tiny_model_dir}"], mode=mode, stop_signal=stop)
     med, p95, lat = check_session(m, check_pitch=False)
     print(f"\n[{mode}] note-on -> onset latency at {m['rate']} Hz / {256}-frame period: median {med:.2f} ms, "
           f"p95 {p95:.2f} ms over {len(lat)} notes; probe xruns {m['xruns']}")
     print("server: " + (m["stderr"].strip().splitlines() or ["-"])[-1])
+
+
+def test_serve_connects_to_existing_port_by_pattern(jack_server, tiny_model_dir, tmp_path):
+    m = run_session(jack_server, tmp_path, ["--model", f"violin={tiny_model_dir}"], pitches=(62, 69),
+                    existing_port=True)
+    med, p95, lat = check_session(m, check_pitch=False)
+    print(f"\n[--midi-port] note-on -> onset latency: median {med:.2f} ms over {len(lat)} notes")
 
 
 @pytest.mark.skipif(not (REPO / "models" / "violin" / "model.safetensors").is_file(),
