@@ -4,7 +4,8 @@ The same path as ``rtperformer serve``: a replay thread plays the MIDI file in r
 message with the audio sample clock, the render thread runs the :class:`~rtperformer.engine.Engine`
 (violin, cello and flute models from models/ when present) into the SPSC ring, and a paced stand-in for
 the sound card (no audio device needed) pulls a block every 256 frames of wall-clock time and records
-exactly what it pulled. Writes out/demo.wav, out/demo.png (spectrogram with the notes and measured
+exactly what it pulled. After the piece it plays a few isolated notes, whose onsets are measured in the
+recorded audio (in the piece itself notes rarely start from silence). Writes out/demo.wav, out/demo.png (spectrogram with the notes and measured
 onsets) and out/demo_latency.png, and prints note-on -> onset latency and the real-time factor.
 
 Without trained models it plays a small random-weight model (noise shaped by the notes), saying so.
@@ -26,6 +27,7 @@ from rtperformer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 ASSET = Path(__file__).resolve().parent / "assets" / "demo.mid"
+PROBE_NOTES = (62, 66, 69, 74, 67, 71, 64, 76)
 
 
 def _fallback_messages():
@@ -54,13 +56,14 @@ def _random_instrument():
 
 def _audio_onsets(x: np.ndarray, log, rate: int, frac: float = 0.1) -> list[float]:
     """Latency (ms) from each note-on stamp to the recording's onset, for note-ons that start from silence
-    (the mix below -80 dBFS in the 30 ms before): first sample reaching ``frac`` of the next 100 ms's peak."""
+    (the mix exactly silent in the 30 ms before, i.e. every instrument's gate closed): first sample
+    reaching ``frac`` of the next 100 ms's peak."""
     out = []
     pre, win = int(0.03 * rate), int(0.1 * rate)
     for stamp, _at, _pitch, _inst in log:
         if stamp - pre < 0 or stamp + win > len(x):
             continue
-        if np.sqrt(np.mean(x[stamp - pre:stamp] ** 2)) > 1e-4:
+        if np.any(x[stamp - pre:stamp] != 0.0):
             continue
         seg = np.abs(x[stamp:stamp + win])
         peak = seg.max()
@@ -174,6 +177,14 @@ def _run(args) -> int:
         instruments = [_random_instrument()]
         note = "random-weight violin"
 
+    # After the piece: isolated notes on channel 0 (each from silence) to measure onsets in the audio.
+    from rtperformer.midi.sources import TimedMessage
+
+    t = messages[-1].time + cfg.render.release_seconds + 0.6
+    for pitch in PROBE_NOTES:
+        messages.append(TimedMessage(t, bytes([0x90, pitch, 100])))
+        messages.append(TimedMessage(t + 0.25, bytes([0x80, pitch, 0])))
+        t += 0.25 + cfg.render.release_seconds + 0.35
     rate = instruments[0].cfg.audio.sample_rate
     block = int(cfg.serve.block_size)
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
@@ -181,10 +192,12 @@ def _run(args) -> int:
     ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1, drop_late=True)
     record_ring = AudioRing(rate * 4, int(cfg.serve.channels))
     wav_path = out_dir / "demo.wav"
-    recorder = WavRecorder(wav_path, rate, int(cfg.serve.channels), ring=record_ring)
+    low_rt = 1 if cfg.serve.realtime_priority > 0 else 0
+    recorder = WavRecorder(wav_path, rate, int(cfg.serve.channels), ring=record_ring, realtime_priority=low_rt)
     events = EventRing(int(cfg.serve.event_queue))
-    output = PacedOutput(ring, rate, block, int(cfg.serve.channels), record_ring=record_ring)
-    replay = FileReplaySource(events, output.sample_clock, messages, start_delay=0.3)
+    output = PacedOutput(ring, rate, block, int(cfg.serve.channels), record_ring=record_ring,
+                         realtime_priority=int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0)
+    replay = FileReplaySource(events, output.sample_clock, messages, start_delay=0.3, realtime_priority=low_rt)
     backends = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}" for k, v in engine.voices.items())
     session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
                           backend_name=f"paced/{cfg.render.mode}/{backends}", quiet=not sys.stderr.isatty())

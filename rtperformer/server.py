@@ -146,7 +146,21 @@ class LiveSession:
                 f"note->out {lat}  {self.backend_name}{' rt' if self.realtime else ''}")
 
     def run(self, until=None, status_every: float = 0.5) -> None:
-        """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile."""
+        """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile.
+
+        While it runs the calling thread is SCHED_FIFO priority 1 when allowed (it takes the GIL for the
+        status line: an ordinary process must not preempt it then), and back to normal afterwards."""
+        rt = set_realtime(1 if self.cfg.serve.realtime_priority > 0 else 0)
+        try:
+            self._run(until, status_every)
+        finally:
+            if rt:
+                try:
+                    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+                except OSError:
+                    pass
+
+    def _run(self, until, status_every: float) -> None:
         last = 0.0
         tty = sys.stderr.isatty()
         while not self.stop_event.wait(0.05):
@@ -217,7 +231,8 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         record_ring = None
         if record:
             record_ring = AudioRing(rate * 4, channels)
-            recorder = WavRecorder(record, rate, channels, ring=record_ring)
+            recorder = WavRecorder(record, rate, channels, ring=record_ring,
+                                   realtime_priority=1 if cfg.serve.realtime_priority > 0 else 0)
         output = AudioOutput(ring, rate, block, channels, device=dev_index, record_ring=record_ring)
         output.open()
         holder["output"] = output

@@ -52,7 +52,7 @@ def test_stereo_mono_broadcast_into_stereo_out_across_the_seam():
 
 def test_threads_see_every_frame_once():
     ring = AudioRing(64, 1)
-    total = 20000
+    total = 6000
     got = []
 
     def consumer():

@@ -173,9 +173,10 @@ class PacedOutput(AudioOutput):
     without an audio device; ``speed`` > 1 runs faster than real time."""
 
     def __init__(self, ring: AudioRing, samplerate: int, blocksize: int, channels: int = 2,
-                 record_ring: AudioRing | None = None, speed: float = 1.0):
+                 record_ring: AudioRing | None = None, speed: float = 1.0, realtime_priority: int = 0):
         super().__init__(ring, samplerate, blocksize, channels, None, record_ring)
         self.speed = float(speed)
+        self.realtime_priority = int(realtime_priority)  # SCHED_FIFO for the pacing thread, when allowed
         self._outdata = np.zeros((self.blocksize, self.channels), dtype=np.float32)
         self._thread = None
         self._stop = False
@@ -191,6 +192,11 @@ class PacedOutput(AudioOutput):
         self._thread.start()
 
     def _run(self) -> None:
+        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except OSError:
+                pass
         period = self.blocksize / self.samplerate / self.speed
         t_next = time.perf_counter()
         while not self._stop:

@@ -26,7 +26,7 @@ class WavRecorder:
     """
 
     def __init__(self, path: str | os.PathLike, samplerate: int, channels: int,
-                 ring: AudioRing | None = None, poll_s: float = 0.02):
+                 ring: AudioRing | None = None, poll_s: float = 0.02, realtime_priority: int = 0):
         self.path = Path(path)
         folder = self.path.parent if str(self.path.parent) else Path(".")
         if not folder.is_dir():
@@ -38,6 +38,9 @@ class WavRecorder:
                                   subtype="FLOAT", format="WAV")
         self.ring = ring
         self.poll_s = poll_s
+        # SCHED_FIFO (low) for the writer thread: a thread holding the GIL must not be preempted by
+        # ordinary processes while the render and audio threads wait for it.
+        self.realtime_priority = int(realtime_priority)
         self.frames = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -53,6 +56,11 @@ class WavRecorder:
             self.write(self.ring.read(65536))
 
     def _run(self) -> None:
+        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except OSError:
+                pass
         while not self._stop.wait(self.poll_s):
             self._drain()
 
@@ -73,6 +81,7 @@ class WavRecorder:
         self._drain()
         self._file.close()
         if keep:
+            os.chmod(self._tmp, 0o644)  # mkstemp made it private
             os.replace(self._tmp, self.path)
             return self.path
         self._tmp.unlink(missing_ok=True)

@@ -204,12 +204,13 @@ class FileReplaySource:
     with ``clock()`` when it is sent, as a live port would. ``start_delay`` seconds of lead-in."""
 
     def __init__(self, queue: EventRing, clock: Callable[[], int], messages: list[TimedMessage],
-                 start_delay: float = 0.2, speed: float = 1.0):
+                 start_delay: float = 0.2, speed: float = 1.0, realtime_priority: int = 0):
         self.queue = queue
         self.clock = clock
         self.messages = messages
         self.start_delay = start_delay
         self.speed = speed
+        self.realtime_priority = int(realtime_priority)  # SCHED_FIFO for the replay thread when allowed
         self.port_name = "file"
         self.sent = 0
         self.done = threading.Event()
@@ -222,6 +223,11 @@ class FileReplaySource:
         return self
 
     def _run(self) -> None:
+        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
+            except OSError:
+                pass
         t0 = time.perf_counter() + self.start_delay
         for m in self.messages:
             due = t0 + m.time / self.speed
