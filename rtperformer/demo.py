@@ -169,7 +169,7 @@ def _run(args) -> int:
     try:
         instruments = load_instruments(args.model)
         note = ", ".join(f"{i.name} ({i.model_dir or 'model'})" for i in instruments)
-    except (UserError, ImportError) as exc:
+    except UserError as exc:
         if args.model:
             raise
         print(f"demo: no trained model ({exc}); playing a random-weight model (the sound is shaped noise)",

@@ -66,7 +66,10 @@ def load_instruments(specs: list[str] | None, models_dir: Path | None = None) ->
 
     No specs: every default model (violin, cello, flute) present in models/; none -> UserError.
     """
-    from rtperformer.model.checkpoint import DEFAULT_MODELS, load_model
+    try:
+        from rtperformer.model.checkpoint import DEFAULT_MODELS, load_model
+    except ImportError as exc:  # pragma: no cover - only while the model package is incomplete
+        raise UserError(f"cannot load models: {exc}") from None
 
     root = models_dir or Path(__file__).resolve().parent.parent / "models"
     pairs: list[tuple[str, str]] = []
