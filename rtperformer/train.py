@@ -387,16 +387,23 @@ def validate(model: torch.nn.Module, windows: Sequence[Window], loss_fn: Callabl
 # the loop
 
 
-def _default_build(cfg: Config) -> torch.nn.Module:
-    from rtperformer.model import build_model
+def _model_api() -> tuple[Callable, Callable]:
+    """(build_model, save_checkpoint) from the model package; a missing one is a UserError raised before
+    any training time is spent."""
+    try:
+        from rtperformer.model import build_model
+        from rtperformer.model.checkpoint import save_checkpoint
+    except ImportError as exc:
+        raise UserError(f"the model package is incomplete ({exc}); cannot build or save a model") from None
+    return build_model, save_checkpoint
 
-    return build_model(cfg)
+
+def _default_build(cfg: Config) -> torch.nn.Module:
+    return _model_api()[0](cfg)
 
 
 def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict[str, Any]) -> None:
-    from rtperformer.model.checkpoint import save_checkpoint
-
-    save_checkpoint(dirpath, model, cfg, meta)
+    _model_api()[1](dirpath, model, cfg, meta)
 
 
 def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None) -> Config:
@@ -459,6 +466,8 @@ def train(
     seed_everything(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
     # checked on every rank before any work, so all ranks raise together
+    if build is _default_build or save is _default_save:
+        _model_api()
     if resume and not (out_dir / RESUME_DIR / STATE_FILE).is_file():
         raise UserError(f"--resume: no resume state in {out_dir / RESUME_DIR} (start without --resume)")
     if not resume and (out_dir / RESUME_DIR).exists():
