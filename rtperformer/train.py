@@ -466,12 +466,15 @@ def train(
     seed_everything(tc.seed)  # same initial weights on every rank (DDP also broadcasts rank 0's)
 
     # checked on every rank before any work, so all ranks raise together
-    if build is _default_build or save is _default_save:
-        _model_api()
     if resume and not (out_dir / RESUME_DIR / STATE_FILE).is_file():
         raise UserError(f"--resume: no resume state in {out_dir / RESUME_DIR} (start without --resume)")
     if not resume and (out_dir / RESUME_DIR).exists():
         raise UserError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if data is None and not Path(cfg.data.corpus_dir, cfg.data.instrument).is_dir():
+        raise UserError(f"no corpus at {Path(cfg.data.corpus_dir, cfg.data.instrument)}; build it with "
+                        f"`rtperformer data build --instrument {cfg.data.instrument}`")
+    if build is _default_build or save is _default_save:
+        _model_api()
     train_ds, valid, desc = data if data is not None else default_data(cfg)
     model = build(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
