@@ -20,7 +20,9 @@ the PRE_S seconds before the event, ABS_FLOOR)``. Events whose pre-event segment
 ``ONSET_FRACTION x`` the event's level) or that make no sound are counted as invalid, not measured.
 
 Reports per system: min, median, p95, p99, max, jitter (p95 - p5 and the standard deviation), xruns seen by
-the probe, invalid events. Writes bench/results/latency.json and latency.png (histograms).
+the probe, invalid events, and held notes with a dropout (>= 64 exact zeros in a row after the onset: the
+zero fill of a server underrun). ``--server-status`` also keeps the server's last status line (its own
+underrun count and RTF); by default the server runs with ``--quiet``. Writes bench/results/latency.json and latency.png (histograms).
 Run: ``rtperformer bench latency [--model NAME] [--events N]``.
 """
 
@@ -53,6 +55,7 @@ PRE_S = 0.04
 ONSET_FRACTION = 0.1
 NOISE_FACTOR = 4.0
 ABS_FLOOR = 1e-5
+DROPOUT_RUN = 64  # exact zeros in a row inside a held note = an underrun's zero fill
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 VIOLIN_RANGE = (60, 84)
 
@@ -217,6 +220,13 @@ def detect_onset(x: np.ndarray, on: int, off: int, rate: int) -> tuple[int | Non
     return (on + int(hit[0]), "") if len(hit) else (None, "below threshold")
 
 
+def has_dropout(held: np.ndarray, min_run: int = DROPOUT_RUN) -> bool:
+    """Whether a sounding segment holds a run of >= ``min_run`` exact zeros (an underrun's zero fill)."""
+    z = np.concatenate([[0], (held == 0.0).astype(np.int8), [0]])
+    edges = np.flatnonzero(np.diff(z))
+    return bool(len(edges) and np.max(edges[1::2] - edges[::2]) >= min_run)
+
+
 def summarize(lat_ms: list[float]) -> dict:
     a = np.asarray(lat_ms, np.float64)
     if not len(a):
@@ -235,10 +245,13 @@ def _reader(proc, lines: list, ready: threading.Event, prefix: str | None):
             ready.set()
 
 
-def start_rtperformer(env: dict, mode: str, model_args: list[str], config: Path, client: str, timeout: float = 300):
-    """``rtperformer serve`` subprocess; returns (proc, midi port, [audio ports], stderr lines)."""
+def start_rtperformer(env: dict, mode: str, model_args: list[str], config: Path, client: str, timeout: float = 300,
+                      quiet: bool = True):
+    """``rtperformer serve`` subprocess; returns (proc, midi port, [audio ports], stderr lines).
+    ``quiet=False`` keeps the server's status lines (its own underrun and RTF counts) in stderr."""
     cmd = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", client,
-           "--midi-api", "jack", "--quiet", "--mode", mode, "--config", str(config), *model_args]
+           "--midi-api", "jack", *(["--quiet"] if quiet else []), "--mode", mode, "--config", str(config),
+           *model_args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines, err, ready = [], [], threading.Event()
     threading.Thread(target=_reader, args=(proc, lines, ready, "ready:"), daemon=True).start()
@@ -319,22 +332,29 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
         probe.close()
         rc = stop(proc)
     lat, invalid, kinds = [], {}, {"single": [], "chord": []}
+    dropouts = 0
     for on, off, kind in marks:
         onset, why = detect_onset(x, base + on, base + off, RATE)
         if onset is None:
             invalid[why] = invalid.get(why, 0) + 1
             continue
+        dropouts += has_dropout(x[onset:base + off])
         ms = (onset - base - on) * 1e3 / RATE
         lat.append(ms)
         kinds[kind].append(ms)
     out = {"system": system, "events": n_events, "xruns_probe": xruns, "exit_code": rc, "invalid": invalid,
+           "dropout_events": dropouts,
            **summarize(lat), "single": summarize(kinds["single"]), "chord": summarize(kinds["chord"]),
            "latencies_ms": [round(v, 3) for v in lat]}
-    if rc not in (0, -2, 130) and system != "fluidsynth":
-        out["stderr_tail"] = "".join(errlog)[-1500:]
+    if system != "fluidsynth":
+        status = [line.strip() for line in errlog if "underruns" in line]
+        if status:
+            out["server_status"] = status[-1]
+        if rc not in (0, -2, 130):
+            out["stderr_tail"] = "".join(errlog)[-1500:]
     log(f"   {system}: " + ", ".join(f"{k} {out[k]:.2f}" for k in ("min_ms", "median_ms", "p95_ms", "p99_ms",
                                                                          "max_ms") if k in out)
-        + f", n {out.get('n', 0)}, invalid {invalid}, xruns {xruns}")
+        + f", n {out.get('n', 0)}, invalid {invalid}, xruns {xruns}, events with dropouts {dropouts}")
     return out
 
 
@@ -366,7 +386,8 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
     return ["--model", f"violin={d}"]
 
 
-def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print) -> dict:
+def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print,
+        server_status: bool = False) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "noise_factor": NOISE_FACTOR, "pre_s": PRE_S}, "systems": []}
@@ -378,7 +399,8 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         env = jackd.env()
         for i, mode in enumerate(modes):
             log(f"== rtperformer serve --mode {mode} ({' '.join(margs)}, backend {backend})")
-            start = lambda mode=mode: start_rtperformer(env, mode, margs, cfg_path, f"rtpsrv{i}")  # noqa: E731
+            start = lambda mode=mode, i=i: start_rtperformer(env, mode, margs, cfg_path, f"rtpsrv{i}",  # noqa: E731
+                                                             quiet=not server_status)
             try:
                 results["systems"].append(measure(env, f"rtperformer-{mode}", start, n_events, seed, log))
             except Exception as exc:
@@ -429,6 +451,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"])
     p.add_argument("--backend", default="auto", help="serve.backend for the server (default auto)")
     p.add_argument("--no-fluidsynth", action="store_true")
+    p.add_argument("--server-status", action="store_true",
+                   help="run the server without --quiet and keep its last status line (its underruns, RTF)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS / "latency.json"))
 
@@ -438,7 +462,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.events < 1:
         raise UserError("--events must be >= 1")
-    results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed)
+    results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
+                  server_status=args.server_status)
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))

@@ -51,7 +51,8 @@ def throughput_tables(data: dict) -> str:
             w = lambda d: f"{_f(d.get('rtf'))} ({_f(d.get('cpu_rtf'))})"  # noqa: E731
             out.append(f"| {r['backend']} | {r['chunk']} | {w(r['model'])} | {w(e1)} | {w(e3)} | "
                        f"{_f(per)} ({_f(per_cpu)}) | {_f(e3.get('step_ms_p99'), '.2f')} | "
-                       f"{e3.get('simulated_underruns', '-')} | {_f(r['build_s'] + r['first_call_s'], '.2f')} |")
+                       f"{e3.get('simulated_underruns', '-')} / {e3.get('steps', '-')} ({_f(e3.get('ring_ms'), '.1f')}) | "
+                       f"{_f(r['build_s'] + r['first_call_s'], '.2f')} |")
         ph = m.get("phase", {})
         out += ["", "Phase stage per frame (ms): " + ", ".join(
             f"{k.replace('_ms_per_frame', '')} {v:.3f}" for k, v in ph.items() if k.endswith("_ms_per_frame"))

@@ -7,8 +7,9 @@ chunk size (frames per step; the server's ``serve.step_frames``):
 - ``engine_1`` / ``engine_3``: the engine's per-hop cost with 1 or 3 instruments playing at once
   (rtperformer.engine: pianoroll + model step + magnitude + RTPGHI + streaming iSTFT + mix per voice):
   median over repeated runs of (render time / audio time); plus the p99 and max of single steps and the
-  underruns a server ring (``serve.target_fill_blocks`` x ``serve.block_size``) would have had with these
-  step times (a replay of the measured times against a real-time consumer);
+  underruns a server ring would have had with these step times (a replay of the measured times against a
+  real-time consumer; the ring holds ``serve.target_fill_blocks`` blocks, or one step of audio plus a block
+  for chunks longer than that: ``ring_ms``, which adds to the latency);
 - ``first_call_s``: building the backend (export / trace) and the first step.
 
 Every RTF is given twice: ``rtf`` from wall time, ``cpu_rtf`` from this process's CPU time
@@ -87,6 +88,13 @@ def simulate_underruns(step_s: list[float], step_samples: int, rate: int, block:
     return underruns
 
 
+def ring_blocks_for(chunk: int, hop: int, block: int, target_fill_blocks: int) -> int:
+    """Blocks a server must keep queued to run ``chunk``-frame steps: ``serve.target_fill_blocks`` (sized
+    for one-frame steps), or one step of audio plus one block when a step is longer than that. The extra
+    blocks are extra output latency, reported as ``ring_ms``."""
+    return max(target_fill_blocks, -(-chunk * hop // block) + 1)
+
+
 def _engine_events(cfg, n_inst: int, n_frames: int) -> list[tuple[int, bytes]]:
     """Held chords on channels 0..n_inst-1, re-struck every 48 frames (so onsets keep coming)."""
     hop = cfg.audio.hop
@@ -132,12 +140,15 @@ def bench_engine(model, cfg, backend: str, chunk: int, n_inst: int, seconds: flo
             cpu_runs.append((time.process_time() - c0) / audio_s)
             singles.extend(times)
     step_samples = chunk * hop
-    under = simulate_underruns(singles, step_samples, rate, int(cfg.serve.block_size), int(cfg.serve.target_fill_blocks))
+    block = int(cfg.serve.block_size)
+    target_blocks = ring_blocks_for(chunk, hop, block, int(cfg.serve.target_fill_blocks))
+    under = simulate_underruns(singles, step_samples, rate, block, target_blocks)
     names = sorted({v.backend.name for v in engine.voices.values()})
     return {"rtf": statistics.median(runs), "cpu_rtf": statistics.median(cpu_runs), "rtf_runs": runs,
             "step_ms_median": 1e3 * statistics.median(singles),
             "step_ms_p99": 1e3 * _percentile(singles, 99), "step_ms_max": 1e3 * max(singles),
-            "steps": len(singles), "simulated_underruns": under, "build_s": build_s, "backends": names}
+            "steps": len(singles), "simulated_underruns": under, "ring_ms": 1e3 * target_blocks * block / rate,
+            "build_s": build_s, "backends": names}
 
 
 # -- phase and offline -----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ would burn the core the other instruments need).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
@@ -30,6 +31,28 @@ def default_threads(chunk: int) -> int:
     return 1 if chunk < 8 else min(2, cpu_threads())
 
 
+@contextlib.contextmanager
+def native_convs(model):
+    """While exporting, let streaming convs that compute through ``_taps_matmul`` (a stacked-taps matmul that
+    avoids torch's slow few-frame dilated conv on the CPU) emit one ONNX ``Conv`` instead: the same
+    arithmetic, half the graph nodes, and ONNX Runtime's Conv has no slow path (measured on the 4.7 M
+    realtime config: 945 vs 1923 nodes, 5.2 vs 6.8 ms CPU per 1-frame step). The tests hold the exported
+    graph to the eager model at 1e-3."""
+    import torch
+    import torch.nn.functional as F
+
+    patched = []
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Conv1d) and hasattr(mod, "_taps_matmul") and "_taps_matmul" not in vars(mod):
+            mod._taps_matmul = (lambda full, m=mod: F.conv1d(full, m.weight, m.bias, 1, 0, m.dilation, m.groups))
+            patched.append(mod)
+    try:
+        yield
+    finally:
+        for mod in patched:
+            del mod._taps_matmul
+
+
 def export_onnx_bytes(model, in_channels: int, chunk: int) -> bytes:
     """Export ``model.step`` for one chunk size to an in-memory ONNX model (fp32)."""
     import torch
@@ -42,7 +65,7 @@ def export_onnx_bytes(model, in_channels: int, chunk: int) -> bytes:
     names_in = ["x"] + [f"state_{i}" for i in range(n_state)]
     names_out = ["y"] + [f"new_state_{i}" for i in range(n_state)]
     buf = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), native_convs(model):
         warnings.simplefilter("ignore")
         torch.onnx.export(
             StepModule(model).eval(), ex, buf, dynamo=False, opset_version=OPSET,
