@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 
 torch = pytest.importorskip("torch")
-pytest.importorskip("rtperformer.model.checkpoint", reason="model checkpoints (rtperformer/model/checkpoint.py) not landed yet")
 
 from rtperformer.cli import main  # noqa: E402
 from rtperformer.config import load_config  # noqa: E402

@@ -61,7 +61,7 @@ def _load(spec: str, instrument: str, is_default: bool, cfg_override):
     ckpt = _checkpoint_module()
     if is_default:
         models_dir = Path(getattr(ckpt, "MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
-        if not (models_dir / spec).is_dir():
+        if not (models_dir / spec / getattr(ckpt, "WEIGHTS", "model.safetensors")).is_file():
             raise UserError(
                 f"no trained {instrument} model (looked for {models_dir / spec}); train one with "
                 f"`rtperformer train --config configs/realtime-{instrument}.yaml` or pass --model NAME|PATH"
