@@ -67,24 +67,35 @@ def save_png(fig, path: Path) -> Path:
 
 def default_sources() -> list[str]:
     """What to benchmark by default: every shipped streaming model in models/ (trained weights), then every
-    streaming config in configs/ (random weights: speed does not depend on the values)."""
+    streaming config in configs/ (random weights: speed does not depend on the values), one per distinct
+    (audio, model) section."""
     from rtperformer.config import load_config
 
-    out = []
+    out, seen = [], set()
+
+    def fresh(cfg) -> bool:  # the three realtime configs share one topology: measure it once
+        key = repr((cfg.to_dict()["audio"], cfg.to_dict()["model"]))
+        if key in seen:
+            return False
+        seen.add(key)
+        return True
+
     models = REPO / "models"
     if models.is_dir():
         for d in sorted(models.iterdir()):
             if (d / "model.safetensors").is_file() and (d / "config.yaml").is_file():
                 try:
-                    if load_config(d / "config.yaml").model.form == "streaming":
+                    cfg = load_config(d / "config.yaml")
+                    if cfg.model.form == "streaming" and fresh(cfg):
                         out.append(str(d))
                 except Exception:
                     continue
-    for p in sorted((REPO / "configs").glob("*.yaml")):
+    for p in sorted((REPO / "configs").glob("*.yaml"), key=lambda p: ("violin" not in p.stem, p.stem)):
         if p.stem in SKIP_CONFIGS:
             continue
         try:
-            if load_config(p).model.form == "streaming":
+            cfg = load_config(p)
+            if cfg.model.form == "streaming" and fresh(cfg):
                 out.append(p.stem)
         except Exception:
             continue
