@@ -1,0 +1,106 @@
+"""Model directories: ``model.safetensors`` + ``config.yaml`` + ``meta.json`` (no pickle anywhere).
+
+    models/<name>/
+        model.safetensors   weights (float32, or float16 with fp16=True; loaded back as float32)
+        config.yaml         the full Config the model was built from
+        meta.json           step, metrics, data description, param_count
+
+A bare name (``violin``) means models/<name>/ in the repo; anything with a path separator, or an existing
+directory, is used as given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from rtperformer.config import Config, ConfigError, from_dict, load_config
+from rtperformer.errors import UserError
+from rtperformer.model.performancenet import PerformanceNet, build_model, count_parameters
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODELS = {"violin": "violin", "cello": "cello", "flute": "flute"}
+WEIGHTS, CONFIG, META = "model.safetensors", "config.yaml", "meta.json"
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) on a temp file next to ``path``, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(dirpath: str | Path, model: PerformanceNet, cfg: Config, meta: Mapping[str, Any] | None = None,
+                    fp16: bool = False) -> Path:
+    """Write a model directory (created if needed); each file is replaced atomically. Returns the path."""
+    d = Path(dirpath)
+    d.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float16 if fp16 else torch.float32
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
+    info = {**(meta or {}), "param_count": count_parameters(model), "dtype": str(dtype).removeprefix("torch.")}
+    _atomic_write(d / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    _atomic_write(d / CONFIG, lambda p: Path(p).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+    _atomic_write(d / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    return d
+
+
+def resolve_model_dir(name_or_path: str | Path) -> Path:
+    """A bare name -> models/<name>/ (via DEFAULT_MODELS); a path -> itself. Missing -> UserError."""
+    s = str(name_or_path)
+    p = Path(s)
+    if not p.is_dir() and os.sep not in s and "/" not in s:
+        p = MODELS_DIR / DEFAULT_MODELS.get(s, s)
+    if not (p / WEIGHTS).is_file():
+        raise UserError(f"no trained model at {p} (expected {WEIGHTS}): train one with `rtperformer train` "
+                        f"or put a model directory under {MODELS_DIR}")
+    return p
+
+
+def load_model(name_or_path: str | Path, cfg_override: Config | str | Path | None = None,
+               device: str | torch.device = "cpu") -> tuple[PerformanceNet, Config, dict]:
+    """Load a model directory -> (model in eval mode, float32 on ``device``, its Config, meta dict).
+
+    ``cfg_override`` (a Config or a config file/name) replaces the stored config, e.g. to change render
+    settings; its model and audio sections must still fit the weights, else UserError.
+    """
+    d = resolve_model_dir(name_or_path)
+    try:
+        stored = from_dict(yaml.safe_load((d / CONFIG).read_text()) or {})
+        meta = json.loads((d / META).read_text()) if (d / META).is_file() else {}
+    except (OSError, yaml.YAMLError, json.JSONDecodeError, ConfigError) as exc:
+        raise UserError(f"model directory {d} has an unreadable {CONFIG} or {META}: {exc}") from None
+    if cfg_override is None:
+        cfg = stored
+    elif isinstance(cfg_override, Config):
+        cfg = cfg_override
+    else:
+        cfg = load_config(cfg_override)
+    try:
+        weights = load_file(str(d / WEIGHTS), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {d / WEIGHTS} is not a readable safetensors file: {exc}") from None
+    model = build_model(cfg)
+    expected = model.state_dict()
+    problems = [k for k in expected if k not in weights or tuple(weights[k].shape) != tuple(expected[k].shape)]
+    problems += [k for k in weights if k not in expected]
+    if problems:
+        k = problems[0]
+        got = tuple(weights[k].shape) if k in weights else "missing"
+        want = tuple(expected[k].shape) if k in expected else "unexpected"
+        raise UserError(f"checkpoint {d} does not fit config '{cfg.name}' ({len(problems)} tensors differ, "
+                        f"e.g. {k}: checkpoint {got}, config {want})")
+    model.load_state_dict({k: v.float() for k, v in weights.items()})
+    return model.to(device).eval(), cfg, meta
