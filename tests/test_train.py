@@ -193,7 +193,7 @@ def test_resume_without_state_is_a_user_error(tmp_path):
 
 
 def test_training_learns_and_is_seeded(tmp_path):
-    cfg = tiny_cfg(steps=30, valid_every=30, batch_size=8)
+    cfg = tiny_cfg(steps=12, valid_every=12, batch_size=4)
     hooks = model_hooks()
     r1 = train(cfg, tmp_path / "a", data=synth_data(cfg), progress=False, **hooks)
     r2 = train(cfg, tmp_path / "b", data=synth_data(cfg), progress=False, **hooks)
