@@ -78,6 +78,11 @@ class LiveSession:
         self.quiet = quiet
         self.block = int(cfg.serve.block_size)
         self.target = int(cfg.serve.target_fill_frames) or int(cfg.serve.target_fill_blocks) * self.block
+        # A step longer than a block (window mode renders window_step_frames per model run) must find
+        # its whole output's time queued, or the callback outruns it: keep at least step + one block.
+        step = int(round(engine.frames_per_step * engine.hop * engine.out_rate / engine.sample_rate))
+        if step > self.block:
+            self.target = max(self.target, step + self.block)
         self.rate = int(output.samplerate)
         self.latency = LatencyStats()
         self.onset_log: list[tuple[int, int, int, str]] = []  # (stamp, output sample, pitch, instrument)
