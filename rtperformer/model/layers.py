@@ -76,12 +76,15 @@ class Conv(nn.Conv1d):
         Same arithmetic as the dilated conv, but a few-frame dilated or grouped conv1d takes slow generic
         paths on CPU (milliseconds); a matmul does not. Tap j of output t is input frame t + j*d of ``full``.
         """
-        (k,), (d,), g = self.kernel_size, self.dilation, self.groups
+        (k,), (d,), g, cout = self.kernel_size, self.dilation, self.groups, self.out_channels
         b, cin, n = full.shape[0], full.shape[1], full.shape[2] - self.context
         taps = torch.stack([full[..., j * d : j * d + n] for j in range(k)], dim=2)  # (B, C_in, k, n)
-        taps = taps.reshape(b, g, (cin // g) * k, n)
-        w = self.weight.reshape(g, self.out_channels // g, (cin // g) * k)
-        y = torch.matmul(w, taps).reshape(b, self.out_channels, n)
+        if g == 1:  # frames as rows: (B, n, C_in*k) @ W^T, the fast layout for few frames
+            y = F.linear(taps.reshape(b, cin * k, n).transpose(1, 2), self.weight.reshape(cout, cin * k), self.bias)
+            return y.transpose(1, 2)
+        taps = taps.reshape(b, g, (cin // g) * k, n).transpose(2, 3)  # (B, g, n, C_in/g*k)
+        w = self.weight.reshape(g, cout // g, (cin // g) * k).transpose(1, 2)  # (g, C_in/g*k, C_out/g)
+        y = torch.matmul(taps, w).transpose(2, 3).reshape(b, cout, n)
         return y + self.bias[:, None]
 
 
