@@ -63,15 +63,8 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(out, report)
     if first is not None:
         plot_spectrograms(first, cfg, png, title=f"{name}: {first.piece_id}")
-    s = report["summary"]
-    for sys_name in ("model", "flat", "deadpan", "target"):
-        if sys_name not in s:
-            continue
-        r = s[sys_name]
-        pitch = r.get("pitch") or {}
-        print(f"{sys_name:>8}: LSD {r.get('lsd_db')} dB (attack {r.get('lsd_attack_db')}, sustain "
-              f"{r.get('lsd_sustain_db')}), SC {r.get('sc')}, level {r.get('level_db')} dB, sharpness "
-              f"{r.get('sharpness_db')} dB, pitch within 50c {pitch.get('within_50c')} (median "
-              f"{pitch.get('median_abs_cents')} c), onset {(r.get('onset') or {}).get('median_abs_ms')} ms")
+    from rtperformer.evaluate import compare_table
+
+    print(compare_table([(name, report)]))
     print(f"wrote {out} and {png}")
     return 0
