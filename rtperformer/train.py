@@ -406,9 +406,14 @@ def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict
     _model_api()[1](dirpath, model, cfg, meta)
 
 
-def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None) -> Config:
+def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None,
+                     valid_every: int | None = None, batch_size: int | None = None) -> Config:
     """``cfg`` with command-line overrides applied to its train section (what meta.json records)."""
     changes: dict[str, Any] = {}
+    if valid_every is not None:
+        changes["valid_every"] = valid_every
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
     if steps is not None:
         if steps < 1:
             raise UserError(f"--steps must be >= 1, got {steps}")
@@ -433,6 +438,22 @@ def pick_device(name: str | None = None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", dist_env()[2])
     return torch.device("cpu")
+
+
+def set_learning_rate(opt, tc, step: int, t0: float, deadline: float | None) -> float:
+    """Cosine decay from ``tc.learning_rate`` to ``tc.final_lr_fraction`` of it over the run.
+
+    Progress is the larger of steps done and wall time spent (with ``--minutes``), so a run cut by its
+    time budget still ends at the low learning rate.
+    """
+    progress = step / max(tc.steps, 1)
+    if deadline is not None:
+        progress = max(progress, (time.monotonic() - t0) / max(deadline - t0, 1e-9))
+    progress = min(progress, 1.0)
+    lr = tc.learning_rate * (tc.final_lr_fraction + (1 - tc.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+    for group in opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def train(
@@ -519,6 +540,7 @@ def train(
         loss, _parts = loss_fn(pred, y)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {float(loss)} at step {step + 1}; lower train.learning_rate or set train.grad_clip")
+        set_learning_rate(opt, tc, step, t0, deadline)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:

@@ -132,8 +132,11 @@ def test_cut_windows_even_spread():
 
 
 def test_effective_config_overrides_and_errors():
-    cfg = effective_config(tiny_cfg(), steps=9, loss="l1_sc", seed=3)
+    cfg = effective_config(tiny_cfg(), steps=9, loss="l1_sc", seed=3, valid_every=4, batch_size=5)
     assert (cfg.train.steps, cfg.train.loss, cfg.train.seed) == (9, "l1_sc", 3)
+    assert (cfg.train.valid_every, cfg.train.batch_size) == (4, 5)
+    with pytest.raises(UserError):
+        effective_config(tiny_cfg(), valid_every=0)
     with pytest.raises(UserError):
         effective_config(tiny_cfg(loss="huber"))
     with pytest.raises(UserError):

@@ -37,7 +37,8 @@ def test_missing_corpus_is_a_user_error(tmp_path, capsys):
 def test_train_resume_then_eval(tmp_path, monkeypatch, capsys):
     _need_model()
     out = tmp_path / "tiny"
-    args = ["train", "--config", "tiny-test", "--out", str(out), "--synthetic", "--no-progress", "--loss", "l1_sc"]
+    args = ["train", "--config", "tiny-test", "--out", str(out), "--synthetic", "--no-progress", "--loss", "l1_sc",
+            "--valid-every", "2", "--batch-size", "2"]
     assert main(args + ["--steps", "2"]) == 0
     meta = json.loads((out / "meta.json").read_text())
     assert meta["step"] == 2 and meta["loss"] == "l1_sc"

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops, validates and saves")
     p.add_argument("--loss", choices=("mse", "l1", "l1_sc"), default=None, help="overrides train.loss")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
+    p.add_argument("--valid-every", type=int, default=None, help="overrides train.valid_every")
+    p.add_argument("--batch-size", type=int, default=None, help="overrides train.batch_size (per process)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--synthetic", action="store_true", help="smoke test on a synthetic toy corpus (no data needed)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -34,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
-    cfg = effective_config(load_config(args.config), steps=args.steps, loss=args.loss, seed=args.seed)
+    cfg = effective_config(load_config(args.config), steps=args.steps, loss=args.loss, seed=args.seed,
+                           valid_every=args.valid_every, batch_size=args.batch_size)
     out = Path(args.out) if args.out else REPO / "models" / cfg.name
     data = None
     if args.synthetic:
