@@ -70,7 +70,7 @@ class ModelConfig:
     onoff_channels: tuple[int, ...] = (256, 512, 1024)
     texture_bands: tuple[int, ...] = (2, 4, 8, 16)
     kernel_size: int = 3
-    norm: str = "instance"
+    norm: str = "layer"  # paper config sets "instance"; the streaming form needs a per-frame norm
     leaky_slope: float = 0.01
     lookahead_frames: int = 0
     velocity: bool = False
@@ -127,6 +127,7 @@ class TrainConfig:
 
     loss: str = "mse"  # mse (paper) | l1 | l1_sc
     learning_rate: float = 1e-3
+    final_lr_fraction: float = 0.05  # cosine decay to this share of learning_rate (1.0 = constant)
     batch_size: int = 16
     clip_frames: int = 256
     steps: int = 1000
