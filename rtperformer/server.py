@@ -32,17 +32,7 @@ from rtperformer.audio.recorder import WavRecorder
 from rtperformer.audio.ring import AudioRing, EventRing
 from rtperformer.config import Config
 from rtperformer.errors import UserError
-
-
-def set_realtime(priority: int) -> bool:
-    """Give the calling thread SCHED_FIFO ``priority`` (Linux, needs the privilege); False if not."""
-    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
-        return False
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
-        return True
-    except (PermissionError, OSError):
-        return False
+from rtperformer.rtsched import set_realtime
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 
 from rtperformer.audio.ring import AudioRing
 from rtperformer.errors import UserError
+from rtperformer.rtsched import set_realtime
 
 JACK_HOSTAPI = "JACK Audio Connection Kit"
 _client_name_buf = None  # PortAudio keeps the pointer: keep the buffer alive for the process
@@ -192,11 +193,7 @@ class PacedOutput(AudioOutput):
         self._thread.start()
 
     def _run(self) -> None:
-        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            except OSError:
-                pass
+        set_realtime(self.realtime_priority)
         period = self.blocksize / self.samplerate / self.speed
         t_next = time.perf_counter()
         while not self._stop:

@@ -16,6 +16,7 @@ import soundfile as sf
 
 from rtperformer.audio.ring import AudioRing
 from rtperformer.errors import UserError
+from rtperformer.rtsched import set_realtime
 
 
 class WavRecorder:
@@ -56,11 +57,7 @@ class WavRecorder:
             self.write(self.ring.read(65536))
 
     def _run(self) -> None:
-        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            except OSError:
-                pass
+        set_realtime(self.realtime_priority)
         while not self._stop.wait(self.poll_s):
             self._drain()
 

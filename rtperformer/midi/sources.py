@@ -20,6 +20,7 @@ from typing import Callable
 
 from rtperformer.audio.ring import EventRing
 from rtperformer.errors import UserError
+from rtperformer.rtsched import set_realtime
 
 APIS = ("jack", "alsa")
 
@@ -223,11 +224,7 @@ class FileReplaySource:
         return self
 
     def _run(self) -> None:
-        if self.realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            except OSError:
-                pass
+        set_realtime(self.realtime_priority)
         t0 = time.perf_counter() + self.start_delay
         for m in self.messages:
             due = t0 + m.time / self.speed
