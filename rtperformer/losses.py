@@ -7,7 +7,7 @@ as the model outputs them, and return a scalar tensor plus a dict of float parts
 - ``l1``: mean absolute error on the same features. L1 estimates a median rather than a mean, so where
   the model cannot predict a detail (vibrato phase, expression) it blurs less than MSE.
 - ``l1_sc``: ``l1`` plus spectral convergence on magnitudes, ``|| |S| - |S^| ||_F / || |S| ||_F`` per
-  clip (the usual term of multi-resolution STFT losses; it weights the loud harmonics that MSE on log
+  batch (the usual term of multi-resolution STFT losses; it weights the loud harmonics that MSE on log
   features under-weights). Weighted by ``sc_weight``.
 """
 
@@ -33,10 +33,12 @@ def features_to_magnitude(features: torch.Tensor, power_scale: float, eps: float
 
 
 def spectral_convergence(pred_mag: torch.Tensor, target_mag: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Mean over the batch of ``||target - pred||_F / ||target||_F``; inputs (B, n_bins, T) magnitudes."""
-    diff = (target_mag - pred_mag).flatten(1).norm(dim=1)
-    ref = target_mag.flatten(1).norm(dim=1)
-    return (diff / (ref + eps)).mean()
+    """``||target - pred||_F / ||target||_F`` over the whole batch; inputs (B, n_bins, T) magnitudes.
+
+    One ratio for the batch, not a mean of per-clip ratios: a clip that is nearly silent (a rest) has a
+    tiny norm, and its ratio would dominate the mean and the gradient.
+    """
+    return (target_mag - pred_mag).norm() / (target_mag.norm() + eps)
 
 
 def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0) -> LossFn:
