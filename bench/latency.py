@@ -358,9 +358,15 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
     return out
 
 
-def _serve_config(tmp: Path, backend: str) -> Path:
+def _serve_config(tmp: Path, backend: str, step_frames: int | None = None) -> Path:
+    """The served config: short release; ``step_frames`` > 1 also grows the ring to one step plus a block
+    (as bench/throughput.py's underrun replay assumes)."""
     p = tmp / "bench-serve.yaml"
-    p.write_text(f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n")
+    text = f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n"
+    if step_frames:
+        blocks = max(2, -(-step_frames * 256 // PERIOD) + 1)
+        text += f"  step_frames: {step_frames}\n  target_fill_blocks: {blocks}\n  ring_blocks: {max(8, 2 * blocks)}\n"
+    p.write_text(text)
     return p
 
 
@@ -368,9 +374,9 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
     """``--model`` for serve: the one named, else models/violin, else a random-weight checkpoint of the first
     streaming config (latency does not depend on the weights, only on the topology and the chain)."""
     if model:
-        return ["--model", f"violin={model}"]
+        return ["--model", f"violin={model}"], f"model {model}"
     if (REPO / "models" / "violin" / "model.safetensors").is_file():
-        return ["--model", "violin"]
+        return ["--model", "violin"], "shipped models/violin"
     from common import default_sources, load_source
 
     from rtperformer.model.checkpoint import save_checkpoint
@@ -383,19 +389,20 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
     label, m, cfg, _ = load_source(srcs[0])
     d = tmp / "violin"
     save_checkpoint(d, m, cfg, {"step": 0, "note": f"random weights of {label} for the latency benchmark"})
-    return ["--model", f"violin={d}"]
+    return ["--model", f"violin={d}"], f"random weights of config {label} (no models/violin yet)"
 
 
 def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print,
-        server_status: bool = False) -> dict:
+        server_status: bool = False, step_frames: int | None = None) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "noise_factor": NOISE_FACTOR, "pre_s": PRE_S}, "systems": []}
     with tempfile.TemporaryDirectory(prefix="rtpbench-") as tmpd, JackServer() as jackd:
         tmp = Path(tmpd)
-        margs = _model_args(model, tmp)
+        margs, results["model_desc"] = _model_args(model, tmp)
         results["model_args"] = margs
-        cfg_path = _serve_config(tmp, backend)
+        cfg_path = _serve_config(tmp, backend, step_frames)
+        results["serve_step_frames"] = step_frames or "config default"
         env = jackd.env()
         for i, mode in enumerate(modes):
             log(f"== rtperformer serve --mode {mode} ({' '.join(margs)}, backend {backend})")
@@ -451,6 +458,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modes", nargs="+", default=["streaming", "window"], choices=["streaming", "window"])
     p.add_argument("--backend", default="auto", help="serve.backend for the server (default auto)")
     p.add_argument("--no-fluidsynth", action="store_true")
+    p.add_argument("--step-frames", type=int, help="serve.step_frames for the server (default: the config's); "
+                   "the ring grows to one step plus a block")
     p.add_argument("--server-status", action="store_true",
                    help="run the server without --quiet and keep its last status line (its underruns, RTF)")
     p.add_argument("--seed", type=int, default=0)
@@ -463,7 +472,7 @@ def main(args: argparse.Namespace) -> int:
     if args.events < 1:
         raise UserError("--events must be >= 1")
     results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
-                  server_status=args.server_status)
+                  server_status=args.server_status, step_frames=args.step_frames)
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))

@@ -71,16 +71,22 @@ def throughput_tables(data: dict) -> str:
 def latency_table(data: dict) -> str:
     j = data.get("jack", {})
     out = [f"Machine: {machine_line(data['machine'])}; JACK dummy {j.get('rate')} Hz / {j.get('period')} frames; "
-           f"server: `{' '.join(data.get('model_args', []))}`", "",
-           "| system | n | min | median | p95 | p99 | max | jitter p95-p5 | std | xruns | invalid | median / FluidSynth |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+           f"served: {data.get('model_desc', ' '.join(data.get('model_args', [])))}, serve.step_frames "
+           f"{data.get('serve_step_frames', 'config default')}", "",
+           "| system | n | min | median | p95 | p99 | max | jitter p95-p5 | std | xruns (probe) | notes with dropouts "
+           "| invalid | median / FluidSynth |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for s in data["systems"]:
         if not s.get("n"):
             out.append(f"| {s['system']} | 0 | {s.get('error', 'no valid event')[:100]} ||||||||||")
             continue
         out.append(f"| {s['system']} | {s['n']} | {s['min_ms']:.2f} | {s['median_ms']:.2f} | {s['p95_ms']:.2f} | "
                    f"{s['p99_ms']:.2f} | {s['max_ms']:.2f} | {s['jitter_p95_p5_ms']:.2f} | {s['std_ms']:.2f} | "
-                   f"{s['xruns_probe']} | {s['invalid'] or '-'} | {_f(s.get('median_vs_fluidsynth'), '.2f')} |")
+                   f"{s['xruns_probe']} | {s.get('dropout_events', '-')} | {s['invalid'] or '-'} | "
+                   f"{_f(s.get('median_vs_fluidsynth'), '.2f')} |")
+    status = [f"- {s['system']}: `{s['server_status']}`" for s in data["systems"] if s.get("server_status")]
+    if status:
+        out += ["", "Server's own last status line:", *status]
     return "\n".join(out) + "\n"
 
 
@@ -89,9 +95,10 @@ def markdown(results: Path = RESULTS) -> str:
     tp = _load(results / "throughput.json")
     if tp:
         parts += ["### Throughput", "", throughput_tables(tp)]
-    lat = _load(results / "latency.json")
-    if lat:
-        parts += ["### Latency (ms)", "", latency_table(lat)]
+    for path in sorted(results.glob("latency*.json")):
+        lat = _load(path)
+        if lat:
+            parts += [f"### Latency (ms), {path.name}", "", latency_table(lat)]
     return "\n".join(parts) if parts else "(no results in bench/results yet)"
 
 
