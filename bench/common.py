@@ -51,6 +51,7 @@ def write_json(data: dict, path: Path) -> Path:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=False)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600
     os.replace(tmp, path)
     return path
 
@@ -61,6 +62,7 @@ def save_png(fig, path: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
     os.close(fd)
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 

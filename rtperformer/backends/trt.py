@@ -64,6 +64,7 @@ def export_tensorrt(model, cfg, chunk: int, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         torch_tensorrt.save(mod, tmp, inputs=ex)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
