@@ -49,8 +49,13 @@ def _time(fn, device: str, reps: int, budget_s: float = 10.0) -> float:
     return statistics.median(ts)
 
 
-def bench_paper(src: str, device: str, window: int, deadline: float, log) -> dict:
-    """Whole-window forward of the paper model under each runtime."""
+FAST_PAPER = ("eager-fp32", "eager-fp16-autocast", "cuda-graph-fp32")
+SLOW_PAPER = ("compile", "tensorrt-fp16")  # minutes of compilation: measured last, if the budget allows
+
+
+def bench_paper(src: str, device: str, window: int, deadline: float, log, which=FAST_PAPER + SLOW_PAPER,
+                out: dict | None = None, save=lambda: None) -> dict:
+    """Whole-window forward of the paper model under each runtime in ``which`` (added to ``out``)."""
     import torch
 
     label, model, cfg, _ = load_source(src)
@@ -59,12 +64,15 @@ def bench_paper(src: str, device: str, window: int, deadline: float, log) -> dic
 
     x = (torch.rand(1, _input_channels(cfg), window) < 0.03).float()
     audio_s = window * a.hop / a.sample_rate
-    out = {"source": label, "params": param_count(model), "window_frames": window, "window_audio_s": audio_s,
-           "runs": {}, "skipped": []}
+    if out is None:
+        out = {"source": label, "params": param_count(model), "window_frames": window, "window_audio_s": audio_s,
+               "runs": {}, "skipped": []}
     model = model.to(device).eval()
     x = x.to(device)
 
     def record(name, build):
+        if name not in which:
+            return
         if time.perf_counter() > deadline:
             out["skipped"].append(name)
             return
@@ -81,6 +89,7 @@ def bench_paper(src: str, device: str, window: int, deadline: float, log) -> dic
         except Exception as exc:
             out["runs"][name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             log(f"   {name}: {out['runs'][name]['error']}")
+        save()
 
     def eager():
         def fn():
@@ -134,20 +143,21 @@ def bench_paper(src: str, device: str, window: int, deadline: float, log) -> dic
         record("cuda-graph-fp32", graph)
     if device == "cuda":  # Inductor's CPU build takes minutes: not part of the CPU smoke test
         record("compile", compiled)
-    try:
-        import torch_tensorrt  # noqa: F401
-
-        if device == "cuda":
-            record("tensorrt-fp16", tensorrt)
-    except Exception as exc:
-        out["runs"]["tensorrt-fp16"] = {"error": f"torch-tensorrt not importable: {exc}"}
+    if "tensorrt-fp16" in which:
+        try:
+            import torch_tensorrt  # noqa: F401
+        except Exception as exc:
+            out["runs"]["tensorrt-fp16"] = {"error": f"torch-tensorrt not importable: {exc}"}
+        else:
+            if device == "cuda":
+                record("tensorrt-fp16", tensorrt)
     del model
     if device == "cuda":
         torch.cuda.empty_cache()
     return out
 
 
-def bench_streaming(src: str, device: str, chunks, deadline: float, log) -> dict:
+def bench_streaming(src: str, device: str, chunks, deadline: float, log, save=lambda: None) -> dict:
     """Each GPU backend at each chunk size: ms per step, RTF, first-call time."""
     from rtperformer import backends as B
 
@@ -180,6 +190,7 @@ def bench_streaming(src: str, device: str, chunks, deadline: float, log) -> dict
                 row["error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 log(f"   {name:12s} chunk {chunk:2d}: {row['error']}")
             out["runs"].append(row)
+            save()
     return out
 
 
@@ -201,9 +212,16 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     deadline = t_start + args.budget_s
     results = {"machine": machine(), "device": args.device, "budget_s": args.budget_s, "paper": None, "streaming": []}
+    out_path = Path(args.out)
+
+    def save():  # after every measurement, so a run cut short by bench/gpu.sh's timeout keeps its numbers
+        results["elapsed_s"] = time.perf_counter() - t_start
+        write_json(results, out_path)
+
+    src = PAPER
+    window = 64 if args.quick else WINDOW
     if not args.no_paper:
-        print(f"== paper form ({PAPER})")
-        src = "tiny-test-paper" if args.quick else PAPER
+        print(f"== paper form ({PAPER}): eager, fp16, CUDA graph")
         if args.quick:  # the paper form of the tiny config, written to a temp YAML
             import tempfile
 
@@ -218,13 +236,15 @@ def main(argv=None) -> int:
             yaml.safe_dump(cfg, tmp)
             tmp.close()
             src = tmp.name
-        results["paper"] = bench_paper(src, args.device, 64 if args.quick else WINDOW, deadline, print)
+        results["paper"] = bench_paper(src, args.device, window, deadline, print, which=FAST_PAPER, save=save)
     sources = args.config or (["tiny-test"] if args.quick else default_sources())
-    for src in sources:
-        print(f"== streaming: {src}")
-        results["streaming"].append(bench_streaming(src, args.device, args.chunks, deadline, print))
-    results["elapsed_s"] = time.perf_counter() - t_start
-    write_json(results, Path(args.out))
+    for s in sources:
+        print(f"== streaming: {s}")
+        results["streaming"].append(bench_streaming(s, args.device, args.chunks, deadline, print, save=save))
+    if not args.no_paper:
+        print(f"== paper form ({PAPER}): torch.compile, TensorRT (while the budget lasts)")
+        bench_paper(src, args.device, window, deadline, print, which=SLOW_PAPER, out=results["paper"], save=save)
+    save()
     print(f"wrote {args.out} ({results['elapsed_s']:.0f} s)")
     return 0
 

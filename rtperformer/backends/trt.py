@@ -86,6 +86,8 @@ class TensorRT(Backend):
         with torch.no_grad():
             self._shapes = [tuple(s.shape) for s in model.init_state(1)]
         if path is not None and Path(path).is_file():
+            import torch_tensorrt  # noqa: F401  (registers the TensorRT engine op the saved program calls)
+
             self.module = torch.export.load(str(path)).module()
         else:
             self.module, _ = compile_trt(model, self.in_channels, self.chunk)
