@@ -144,3 +144,13 @@ def test_latency_onset_detection():
     assert len(marks) == 200 and {k for _, _, k in marks} == {"single", "chord"}
     assert len({on % 256 for on, _, _ in marks}) > 50  # random offsets within the JACK period
     assert all(b[0] & 0xF0 in (0x80, 0x90, 0xB0) for _, b in sched)
+
+
+def test_bench_command_parses_each_benchmark():
+    from rtperformer.cli import build_parser
+
+    for argv, which in ((["bench", "phase", "--quick", "--out", "x.json"], "phase"), (["bench", "all", "--quick"], "all"),
+                        (["bench", "throughput", "--chunks", "1", "4"], "throughput"),
+                        (["bench", "latency", "--events", "5", "--step-frames", "2"], "latency")):
+        args = build_parser(argv).parse_args(argv)
+        assert args.command == "bench" and args.which == which

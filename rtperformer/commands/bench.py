@@ -41,7 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if (BENCH_DIR / f"{name}.py").is_file():
             bench_module(name).add_arguments(sp)
     sp = sub.add_parser("phase", help="phase reconstruction quality and cost (bench/phase.py)")
-    sp.add_argument("args", nargs=argparse.REMAINDER, help="passed to bench/phase.py")
+    sp.add_argument("--seconds", type=float, help="length of each test signal (bench/phase.py default)")
+    sp.add_argument("--out", help="JSON path (default bench/results/phase.json)")
+    sp.add_argument("--quick", action="store_true", help="short signals, realtime config only")
     sp = sub.add_parser("all", help="throughput, phase and latency in turn, then the tables")
     sp.add_argument("--quick", action="store_true", help="shorter runs (chunks 1 4 16, 1 repeat, 60 events)")
     sp.add_argument("--no-latency", action="store_true", help="skip the JACK latency benchmark")
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     if which in ("throughput", "latency"):
         return int(bench_module(which).main(args) or 0)
     if which == "phase":
-        return int(bench_module("phase").main(list(args.args)) or 0)
+        argv = (["--seconds", str(args.seconds)] if args.seconds else []) + (["--out", args.out] if args.out else [])
+        return int(bench_module("phase").main(argv + (["--quick"] if args.quick else [])) or 0)
     quick = ["--chunks", "1", "4", "16", "--repeats", "1", "--seconds", "1"] if args.quick else []
     rc = bench_module("throughput").main(_defaults("throughput", quick))
     phase_args = ["--quick"] if args.quick else []
