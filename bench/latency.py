@@ -257,10 +257,13 @@ def start_rtperformer(env: dict, mode: str, model_args: list[str], config: Path,
     threading.Thread(target=_reader, args=(proc, lines, ready, "ready:"), daemon=True).start()
     threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
     deadline = time.monotonic() + timeout
-    while not ready.wait(0.1):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            stop(proc)
-            raise RuntimeError(f"rtperformer serve did not get ready: {''.join(lines)[-500:]} {''.join(err)[-1500:]}")
+    try:
+        while not ready.wait(0.1):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"rtperformer serve did not get ready: {''.join(lines)[-500:]} {''.join(err)[-1500:]}")
+    except BaseException:  # also an interrupt: never leave the server running
+        stop(proc)
+        raise
     line = next(s for s in lines if s.startswith("ready:"))
     fields = dict(kv.split("=", 1) for kv in line.split()[1:])
     return proc, fields["midi"], fields["audio"].split(","), err
@@ -282,7 +285,11 @@ def start_fluidsynth(env: dict, client: str, timeout: float = 60):
                             text=True)
     lines: list[str] = []
     threading.Thread(target=_reader, args=(proc, lines, threading.Event(), None), daemon=True).start()
-    q = jack.Client("rtpbench-query", no_start_server=True)
+    try:
+        q = jack.Client("rtpbench-query", no_start_server=True)
+    except BaseException:
+        stop(proc)
+        raise
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -292,9 +299,11 @@ def start_fluidsynth(env: dict, client: str, timeout: float = 60):
                 time.sleep(1.0)  # let it finish loading the soundfont
                 return proc, midi[0], sorted(audio)[:1], lines
             if proc.poll() is not None or time.monotonic() > deadline:
-                stop(proc)
                 raise RuntimeError(f"fluidsynth did not open its JACK ports: {''.join(lines)[-800:]}")
             time.sleep(0.2)
+    except BaseException:
+        stop(proc)
+        raise
     finally:
         q.close()
 
@@ -471,6 +480,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.events < 1:
         raise UserError("--events must be >= 1")
+    # SIGTERM unwinds like Ctrl-C: the servers, the probe and jackd are stopped on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
                   server_status=args.server_status, step_frames=args.step_frames)
     out = Path(args.out)

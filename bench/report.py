@@ -35,11 +35,18 @@ def machine_line(m: dict) -> str:
 def throughput_tables(data: dict) -> str:
     out = [f"Machine: {machine_line(data['machine'])}", ""]
     for m in data["models"]:
+        if not m["runs"]:
+            off = m.get("offline", {})
+            out += [f"**{m['source']}** offline render (demo trio, times real time for the piece / per part), "
+                    "by render.chunk_frames: " + ", ".join(
+                        f"{k}: {v['x_realtime_piece']:.1f} / {v['x_realtime_per_part']:.1f}"
+                        for k, v in off.get("by_chunk", {}).items()), ""]
+            continue
         out += [f"**{m['source']}** ({m['params']:,} params, {m['sample_rate']} Hz, n_fft {m['n_fft']}, hop "
                 f"{m['hop']}, lookahead {m['lookahead_frames']} frames)", "",
                 "RTF = compute time / audio time, wall clock (CPU time of the process in brackets).", "",
                 "| backend | chunk | model RTF | engine RTF, 1 instr. | engine RTF, 3 instr. | "
-                "per instr., 3 instr. | p99 step, 3 instr. (ms) | underruns, 3 instr. (sim.) | first call (s) |",
+                "per instr., 3 instr. | p99 step, 3 instr. (ms) | underruns 1 instr. / 3 instr. / steps (replay; ring ms) | first call (s) |",
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in m["runs"]:
             if "error" in r:
@@ -51,7 +58,8 @@ def throughput_tables(data: dict) -> str:
             w = lambda d: f"{_f(d.get('rtf'))} ({_f(d.get('cpu_rtf'))})"  # noqa: E731
             out.append(f"| {r['backend']} | {r['chunk']} | {w(r['model'])} | {w(e1)} | {w(e3)} | "
                        f"{_f(per)} ({_f(per_cpu)}) | {_f(e3.get('step_ms_p99'), '.2f')} | "
-                       f"{e3.get('simulated_underruns', '-')} / {e3.get('steps', '-')} ({_f(e3.get('ring_ms'), '.1f')}) | "
+                       f"{e1.get('simulated_underruns', '-')} / {e3.get('simulated_underruns', '-')} / {e3.get('steps', '-')} "
+                       f"({_f(e3.get('ring_ms'), '.1f')}) | "
                        f"{_f(r['build_s'] + r['first_call_s'], '.2f')} |")
         ph = m.get("phase", {})
         out += ["", "Phase stage per frame (ms): " + ", ".join(
@@ -62,6 +70,8 @@ def throughput_tables(data: dict) -> str:
             out.append(f"Offline render (demo trio, {off['parts']} parts, {off['piece_s']:.1f} s): "
                        f"{off['x_realtime_piece']:.1f}x real time for the piece, "
                        f"{off['x_realtime_per_part']:.1f}x per instrument part")
+            for k, v in off.get("by_chunk", {}).items():
+                out.append(f"- render.chunk_frames {k}: {v['x_realtime_piece']:.1f}x / {v['x_realtime_per_part']:.1f}x")
         elif off:
             out.append(f"Offline render: {off.get('error')}")
         out.append("")
@@ -92,9 +102,10 @@ def latency_table(data: dict) -> str:
 
 def markdown(results: Path = RESULTS) -> str:
     parts = []
-    tp = _load(results / "throughput.json")
-    if tp:
-        parts += ["### Throughput", "", throughput_tables(tp)]
+    for name in ("throughput.json", "offline.json"):
+        tp = _load(results / name)
+        if tp:
+            parts += [f"### Throughput, {name}", "", throughput_tables(tp)]
     for path in sorted(results.glob("latency*.json")):
         lat = _load(path)
         if lat:

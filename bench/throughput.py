@@ -186,9 +186,23 @@ def bench_phase(cfg, frames: int = 400) -> dict:
     return out
 
 
-def bench_offline(model, cfg, repeats: int = 1) -> dict:
+def bench_offline(model, cfg, repeats: int = 1, chunks=(None, 512)) -> dict:
     """Offline render speed: rtperformer.render on the demo trio (violin, cello, flute parts, all with this
-    model), streaming mode, RTPGHI. Returns times real time for the piece and per instrument-part."""
+    model), streaming mode, RTPGHI, at the config's ``render.chunk_frames`` and at each other chunk size in
+    ``chunks`` (``by_chunk``). Returns times real time for the piece and per instrument-part."""
+    out = None
+    by_chunk = {}
+    for ch in chunks:
+        c = cfg if ch is None else cfg.replace(render=dataclasses.replace(cfg.render, chunk_frames=int(ch)))
+        r = _offline_once(model, c, repeats)
+        by_chunk[str(c.render.chunk_frames)] = {k: r[k] for k in ("wall_s", "x_realtime_piece", "x_realtime_per_part")}
+        if out is None:
+            out = r
+    out["by_chunk"] = by_chunk
+    return out
+
+
+def _offline_once(model, cfg, repeats: int) -> dict:
     from rtperformer.midi.score import read_midi
     from rtperformer.render import assign_parts, render_score
 
@@ -212,7 +226,7 @@ def bench_offline(model, cfg, repeats: int = 1) -> dict:
 # -- driver ------------------------------------------------------------------------------------------------
 
 def run(sources: list[str], backends: list[str] | None, chunks, instruments, seconds: float, repeats: int,
-        offline: bool = True, log=print) -> dict:
+        offline: bool = True, log=print, offline_only: bool = False) -> dict:
     import torch
 
     from rtperformer import backends as B
@@ -230,10 +244,11 @@ def run(sources: list[str], backends: list[str] | None, chunks, instruments, sec
         entry = {"source": label, "params": param_count(model), "sample_rate": a.sample_rate, "n_fft": a.n_fft,
                  "hop": a.hop, "lookahead_frames": int(model.lookahead_frames), "runs": []}
         log(f"== {label}: {entry['params']:,} params, {a.sample_rate} Hz, n_fft {a.n_fft}, hop {a.hop}")
-        entry["phase"] = bench_phase(cfg)
-        log(f"   phase: {entry['phase']}")
+        if not offline_only:
+            entry["phase"] = bench_phase(cfg)
+            log(f"   phase: {entry['phase']}")
         for name in names:
-            if not B.available(name):
+            if not B.available(name) or offline_only:
                 continue
             for chunk in chunks:
                 row = {"backend": name, "chunk": chunk}
@@ -264,7 +279,7 @@ def run(sources: list[str], backends: list[str] | None, chunks, instruments, sec
             try:
                 entry["offline"] = bench_offline(model, cfg)
                 log(f"   offline: {entry['offline']['x_realtime_piece']:.1f}x real time (piece), "
-                    f"{entry['offline']['x_realtime_per_part']:.1f}x per part")
+                    f"{entry['offline']['x_realtime_per_part']:.1f}x per part; by chunk: {entry['offline']['by_chunk']}")
             except Exception as exc:
                 entry["offline"] = {"error": f"{type(exc).__name__}: {exc}"}
                 log(f"   offline failed: {exc}")
@@ -328,6 +343,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=1.5, help="audio seconds per run")
     p.add_argument("--repeats", type=int, default=3, help="runs per measurement (the median is reported)")
     p.add_argument("--no-offline", action="store_true", help="skip the offline render measurement")
+    p.add_argument("--offline-only", action="store_true", help="only the offline render measurement")
     p.add_argument("--out", default=str(RESULTS / "throughput.json"))
 
 
@@ -338,9 +354,12 @@ def main(args: argparse.Namespace) -> int:
     if not sources:
         raise UserError("nothing to measure: no streaming model in models/ or config in configs/ (use --config)")
     results = run(sources, args.backend, args.chunks, args.instruments, args.seconds, args.repeats,
-                  offline=not args.no_offline)
+                  offline=not args.no_offline, offline_only=args.offline_only)
     out = Path(args.out)
     write_json(results, out)
+    if args.offline_only:
+        print(f"wrote {out}")
+        return 0
     plot(results, out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
