@@ -37,13 +37,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, machine, save_png, write_json  # noqa: E402
+
+from rtperformer.jacktools import JackProbe, PrivateJackServer  # noqa: E402
 
 RATE = 48000
 PERIOD = 256
@@ -58,122 +59,6 @@ ABS_FLOOR = 1e-5
 DROPOUT_RUN = 64  # exact zeros in a row inside a held note = an underrun's zero fill
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 VIOLIN_RANGE = (60, 84)
-
-
-# -- the private JACK server ------------------------------------------------------------------------------
-
-class JackServer:
-    """``jackd -n NAME -d dummy -r RATE -p PERIOD`` for the duration of a ``with`` block."""
-
-    def __init__(self, rate: int = RATE, period: int = PERIOD):
-        self.name = f"rtpbench-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.rate, self.period = rate, period
-        self.proc: subprocess.Popen | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="jackd-", suffix=".log", delete=False)
-
-    def env(self) -> dict:
-        e = dict(os.environ)
-        e["JACK_DEFAULT_SERVER"] = self.name
-        e["JACK_NO_START_SERVER"] = "1"
-        return e
-
-    def __enter__(self) -> "JackServer":
-        from rtperformer.errors import UserError
-
-        jackd = shutil.which("jackd")
-        if jackd is None:
-            raise UserError("jackd not found (apt-get install jackd2)")
-        self.proc = subprocess.Popen([jackd, "-n", self.name, "-d", "dummy", "-r", str(self.rate), "-p",
-                                      str(self.period)], stdout=self.log, stderr=subprocess.STDOUT)
-        os.environ["JACK_DEFAULT_SERVER"] = self.name
-        os.environ["JACK_NO_START_SERVER"] = "1"
-        import jack
-
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                c = jack.Client("rtpbench-ping", no_start_server=True)
-                c.close()
-                return self
-            except jack.JackError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    self.__exit__(None, None, None)
-                    raise UserError(f"jackd did not start: {Path(self.log.name).read_text()[-500:]}")
-                time.sleep(0.1)
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        shm = Path("/dev/shm")
-        for p in list(shm.glob(f"jack*_{self.name}_*")) + list(shm.glob(f"jack_sem.*_{self.name}_*")):
-            p.unlink(missing_ok=True)
-        Path(self.log.name).unlink(missing_ok=True)
-
-
-# -- the probe ----------------------------------------------------------------------------------------------
-
-class Probe:
-    """JACK client: one MIDI out playing a schedule at exact frames, ``n_in`` audio inputs recorded.
-    Frame 0 is its first process cycle."""
-
-    def __init__(self, name: str, n_in: int, seconds: float):
-        import jack
-
-        self.client = jack.Client(name, no_start_server=True)
-        self.rate = self.client.samplerate
-        self.period = self.client.blocksize
-        self.midi_out = self.client.midi_outports.register("midi_out")
-        self.inputs = [self.client.inports.register(f"in_{i}") for i in range(n_in)]
-        self.buf = np.zeros((int(seconds * self.rate) + self.period, n_in), np.float32)
-        self.frame = 0
-        self.schedule: list[tuple[int, bytes]] = []
-        self._next = 0
-        self.xruns = 0
-        self.client.set_process_callback(self._process)
-        self.client.set_xrun_callback(self._xrun)
-
-    def _xrun(self, delay):
-        self.xruns += 1
-
-    def _process(self, frames):
-        t0 = self.frame
-        out = self.midi_out
-        out.clear_buffer()
-        sched = self.schedule
-        while self._next < len(sched) and sched[self._next][0] < t0 + frames:
-            at, data = sched[self._next]
-            out.write_midi_event(max(0, at - t0), data)
-            self._next += 1
-        end = min(t0 + frames, len(self.buf))
-        if end > t0:
-            for i, port in enumerate(self.inputs):
-                self.buf[t0:end, i] = port.get_array()[: end - t0]
-        self.frame = t0 + frames
-
-    def play(self, events: list[tuple[int, bytes]], lead_frames: int) -> int:
-        """Schedule (frame offset, data) relative to now + lead; returns the base frame."""
-        base = self.frame + lead_frames
-        self.schedule = sorted(((base + f, bytes(d)) for f, d in events), key=lambda e: e[0])
-        self._next = 0
-        return base
-
-    def wait_frame(self, frame: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.frame < frame:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"probe stuck at frame {self.frame} < {frame}")
-            time.sleep(0.02)
-
-    def close(self) -> None:
-        try:
-            self.client.deactivate()
-        finally:
-            self.client.close()
 
 
 # -- events and onsets ----------------------------------------------------------------------------------
@@ -326,16 +211,16 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
         sched = [(0, bytes([0xC0, 40]))] + [(f + RATE // 2, d) for f, d in sched]
         marks = [(a + RATE // 2, b + RATE // 2, k) for a, b, k in marks]
     total = max(f for f, _ in sched) / RATE + 1.0
-    probe = Probe(f"rtpbench-probe-{system}", 1, seconds=total + 2)
+    probe = JackProbe(f"rtpbench-probe-{system}", 1, seconds=total + 2)
     try:
         probe.client.activate()
         probe.client.connect(probe.midi_out, midi_port)
         probe.client.connect(audio_ports[0], probe.inputs[0])
         time.sleep(0.3)
-        lead = int(0.3 * RATE)
-        base = probe.play(sched, lead)
+        base = int(0.3 * RATE)
+        probe.play_frames(sched, base)
         probe.wait_frame(base + int(total * RATE), timeout=total * 4 + 60)
-        x = probe.buf[: probe.frame, 0].copy()
+        x = probe.buf[: probe.recorded, 0].copy()
         xruns = probe.xruns
     finally:
         probe.close()
@@ -406,7 +291,7 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "noise_factor": NOISE_FACTOR, "pre_s": PRE_S}, "systems": []}
-    with tempfile.TemporaryDirectory(prefix="rtpbench-") as tmpd, JackServer() as jackd:
+    with tempfile.TemporaryDirectory(prefix="rtpbench-") as tmpd, PrivateJackServer("rtpbench", RATE, PERIOD) as jackd:
         tmp = Path(tmpd)
         margs, results["model_desc"] = _model_args(model, tmp)
         results["model_args"] = margs

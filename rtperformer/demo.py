@@ -149,7 +149,7 @@ def _run(args) -> int:
     from rtperformer.config import Config, load_config
     from rtperformer.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
-    from rtperformer.server import LiveSession
+    from rtperformer.server import LiveSession, ring_capacity
 
     cfg = load_config(args.config) if args.config else Config()
     if args.mode:
@@ -189,7 +189,7 @@ def _run(args) -> int:
     block = int(cfg.serve.block_size)
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
     engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-    ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1, drop_late=True)
+    ring = AudioRing(ring_capacity(cfg, engine), 1, drop_late=True)
     record_ring = AudioRing(rate * 4, int(cfg.serve.channels))
     wav_path = out_dir / "demo.wav"
     low_rt = 1 if cfg.serve.realtime_priority > 0 else 0

@@ -35,6 +35,32 @@ from rtperformer.errors import UserError
 from rtperformer.rtsched import set_realtime
 
 
+def step_frames_out(engine) -> int:
+    """Output frames one render step produces."""
+    return int(round(engine.frames_per_step * engine.hop * engine.out_rate / engine.sample_rate))
+
+
+def fill_target(cfg: Config, engine) -> int:
+    """Output frames the render thread keeps queued ahead of the callback.
+
+    ``serve.target_fill_frames`` (or ``target_fill_blocks`` blocks); a step longer than a block (window mode,
+    or ``serve.step_frames`` > 1) must find its whole output's time queued, or the callback outruns it: at
+    least one step plus one block.
+    """
+    block = int(cfg.serve.block_size)
+    target = int(cfg.serve.target_fill_frames) or int(cfg.serve.target_fill_blocks) * block
+    step = step_frames_out(engine)
+    return max(target, step + block) if step > block else target
+
+
+def ring_capacity(cfg: Config, engine) -> int:
+    """Output ring size: ``serve.ring_blocks`` blocks, and never less than the fill target plus one step
+    plus one block (the render thread writes a whole step whenever the fill is below the target; a ring
+    too small for that would drop audio mid-stream)."""
+    block = int(cfg.serve.block_size)
+    return max(int(cfg.serve.ring_blocks) * block, fill_target(cfg, engine) + step_frames_out(engine) + block)
+
+
 @dataclass
 class LatencyStats:
     """Note-on stamp -> the callback that sends the note's first sample, in output samples (render thread
@@ -67,12 +93,10 @@ class LiveSession:
         self.backend_name = backend_name
         self.quiet = quiet
         self.block = int(cfg.serve.block_size)
-        self.target = int(cfg.serve.target_fill_frames) or int(cfg.serve.target_fill_blocks) * self.block
-        # A step longer than a block (window mode renders window_step_frames per model run) must find
-        # its whole output's time queued, or the callback outruns it: keep at least step + one block.
-        step = int(round(engine.frames_per_step * engine.hop * engine.out_rate / engine.sample_rate))
-        if step > self.block:
-            self.target = max(self.target, step + self.block)
+        self.target = fill_target(cfg, engine)
+        if ring.capacity < self.target + step_frames_out(engine):
+            raise ValueError(f"output ring of {ring.capacity} frames cannot hold the fill target {self.target} "
+                             f"plus one step; size it with ring_capacity()")
         self.rate = int(output.samplerate)
         self.latency = LatencyStats()
         self.onset_log: list[tuple[int, int, int, str]] = []  # (stamp, output sample, pitch, instrument)
@@ -222,7 +246,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         from rtperformer.engine import Engine
 
         engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-        ring = AudioRing(int(cfg.serve.ring_blocks) * block, 1, drop_late=True)
+        ring = AudioRing(ring_capacity(cfg, engine), 1, drop_late=True)
         record_ring = None
         if record:
             record_ring = AudioRing(rate * 4, channels)

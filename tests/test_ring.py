@@ -99,3 +99,21 @@ def test_drop_late_repays_underrun_and_keeps_timeline():
     assert ring.read_into(out) == 4
     assert out[:, 0].tolist() == [12, 13, 14, 15]
     assert ring.debt == 0 and ring.skipped_frames == 2 and ring.device_offset == 0
+
+
+def test_ring_capacity_holds_fill_target_plus_a_step():
+    """A long step (4 frames of hop 256) with a large fill target must fit in the output ring: a ring
+    sized by serve.ring_blocks alone (2048 frames) would drop audio mid-stream."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from rtperformer.config import Config
+    from rtperformer.server import fill_target, ring_capacity
+
+    engine = SimpleNamespace(frames_per_step=4, hop=256, out_rate=48000, sample_rate=48000)
+    cfg = Config()
+    cfg = cfg.replace(serve=dataclasses.replace(cfg.serve, step_frames=4, target_fill_frames=2560))
+    assert fill_target(cfg, engine) == 2560
+    assert ring_capacity(cfg, engine) >= 2560 + 1024
+    small = cfg.replace(serve=dataclasses.replace(cfg.serve, target_fill_frames=128))
+    assert fill_target(small, engine) == 1024 + 256  # one step plus one block at least
