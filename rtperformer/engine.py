@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from rtperformer.config import Config
+from rtperformer.dsp.features import to_magnitude
 from rtperformer.errors import UserError
 
 GM_PROGRAMS = {40: "violin", 41: "violin", 42: "cello", 43: "cello", 72: "flute", 73: "flute"}
@@ -200,7 +201,7 @@ class Voice:
                 lp = y[0]
             else:
                 lp = self._window_predict(x[0])
-            mag = np.sqrt(np.maximum(np.expm1(lp), 0.0) / self.power_scale).astype(np.float32)
+            mag = to_magnitude(lp, power_scale=self.power_scale)
             self.istft.push(self.phase.process(mag))
         if self.mode == "window":
             self.history[:] = 0.0
@@ -279,7 +280,7 @@ class Voice:
         else:
             lp = self._window_predict(x)
         self.frames_run += n
-        mag = np.sqrt(np.maximum(np.expm1(lp), 0.0) / self.power_scale).astype(np.float32)
+        mag = to_magnitude(lp, power_scale=self.power_scale)
         if self._bend is not None:
             idx, w0, w1 = self._bend
             mag = mag[idx[0]] * w0 + mag[idx[1]] * w1
