@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -49,6 +47,7 @@ import numpy as np
 
 from rtperformer.config import Config
 from rtperformer.errors import UserError
+from rtperformer.atomic import atomic_write
 
 NOISE_FLOOR_DB = -80.0
 ATTACK_S = 0.060
@@ -547,17 +546,8 @@ def evaluate(
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then os.replace it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write JSON atomically (temp file in the same folder, then rename)."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
 
 
 def plot_spectrograms(piece: Piece, cfg: Config, path: Path, seconds: float = 8.0, title: str = "") -> None:
@@ -592,16 +582,10 @@ def plot_spectrograms(piece: Piece, cfg: Config, path: Path, seconds: float = 8.
     axes[-1, 0].set_xlabel("seconds")
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="dB re target peak")
     fig.suptitle(title or piece.piece_id, fontsize=10)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=90)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90), suffix=".png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 TABLE_COLUMNS = (

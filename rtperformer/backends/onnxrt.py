@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from rtperformer.backends.base import Availability, Backend, State, as_numpy, cpu_threads
+from rtperformer.atomic import atomic_write
 
 OPSET = 17
 
@@ -80,17 +80,7 @@ def export_onnx(model, cfg, chunk: int, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     data = export_onnx_bytes(model, _input_channels(cfg), chunk)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 class OnnxRuntime(Backend):

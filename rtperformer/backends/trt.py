@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 
 from rtperformer.backends.base import Availability, Backend, State, _input_channels
 from rtperformer.backends.torch_eager import to_tensor
+from rtperformer.atomic import atomic_write
 
 FP16_REL_TOL = 3e-2
 
@@ -60,17 +60,7 @@ def export_tensorrt(model, cfg, chunk: int, path: str | os.PathLike) -> Path:
 
     path = Path(path)
     mod, ex = compile_trt(model, _input_channels(cfg), chunk)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.ep", dir=path.parent)
-    os.close(fd)
-    try:
-        torch_tensorrt.save(mod, tmp, inputs=ex)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: torch_tensorrt.save(mod, tmp, inputs=ex), suffix=".tmp.ep")
 
 
 class TensorRT(Backend):

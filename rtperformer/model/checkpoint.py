@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,22 +24,11 @@ from safetensors.torch import load_file, save_file
 from rtperformer.config import Config, ConfigError, from_dict, load_config
 from rtperformer.errors import UserError
 from rtperformer.model.performancenet import PerformanceNet, build_model, count_parameters
+from rtperformer.atomic import atomic_write
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODELS = {"violin": "violin", "cello": "cello", "flute": "flute"}
 WEIGHTS, CONFIG, META = "model.safetensors", "config.yaml", "meta.json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) on a temp file next to ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(dirpath: str | Path, model: PerformanceNet, cfg: Config, meta: Mapping[str, Any] | None = None,
@@ -51,9 +39,9 @@ def save_checkpoint(dirpath: str | Path, model: PerformanceNet, cfg: Config, met
     dtype = torch.float16 if fp16 else torch.float32
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in model.state_dict().items()}
     info = {**(meta or {}), "param_count": count_parameters(model), "dtype": str(dtype).removeprefix("torch.")}
-    _atomic_write(d / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
-    _atomic_write(d / CONFIG, lambda p: Path(p).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
-    _atomic_write(d / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
+    atomic_write(d / WEIGHTS, lambda p: save_file(tensors, p, metadata={"format": "pt"}))
+    atomic_write(d / CONFIG, lambda p: Path(p).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False)))
+    atomic_write(d / META, lambda p: Path(p).write_text(json.dumps(info, indent=2, default=str) + "\n"))
     return d
 
 
