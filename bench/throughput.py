@@ -38,8 +38,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, default_sources, load_source, machine, param_count, save_png, write_json  # noqa: E402
 
+from rtperformer.midi.score import INSTRUMENTS  # noqa: E402
+
 CHUNKS = (1, 2, 4, 8, 16)
-INSTRUMENTS = ("violin", "cello", "flute")
 CHORDS = {"violin": (67, 71, 74), "cello": (48, 55), "flute": (79,)}
 
 

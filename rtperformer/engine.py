@@ -44,9 +44,11 @@ import numpy as np
 from rtperformer.config import Config
 from rtperformer.dsp.features import to_magnitude
 from rtperformer.errors import UserError
+from rtperformer.midi.score import PROGRAM_INSTRUMENTS
 
-GM_PROGRAMS = {40: "violin", 41: "violin", 42: "cello", 43: "cello", 72: "flute", 73: "flute"}
-INSTRUMENT_PROGRAMS = {"violin": 40, "cello": 42, "flute": 73}
+# Program change -> instrument live: the score programs (40, 42, 73) and their neighbours (41 viola,
+# 43 contrabass, 72 piccolo) played by the nearest model.
+LIVE_PROGRAMS = {**PROGRAM_INSTRUMENTS, 41: "violin", 43: "cello", 72: "flute"}
 SILENCE_WARMUP_FRAMES = 256
 GATE_OPEN_S = 0.001
 GATE_CLOSE_S = 0.02
@@ -231,7 +233,8 @@ class Voice:
         win[:, : self.window - f] = h[:, f:]
         last = h[:, -1:]
         win[:, self.window - f :] = last
-        win[128:256, self.window - f :] = 0.0  # no onsets or offsets in the extended future
+        p = self.cfg.model.n_pitches
+        win[p : 2 * p, self.window - f :] = 0.0  # no onsets or offsets (the on/off roll) in the extended future
         with torch.inference_mode():
             y = self.model(torch.from_numpy(win[None])).float().numpy()[0]
         cur0 = self.window - f - n
@@ -429,7 +432,7 @@ class Engine:
             else:
                 self._voice_of(ch).roll.apply((sample, data))
         elif status == 0xC0 and len(data) >= 2:
-            name = GM_PROGRAMS.get(data[1])
+            name = LIVE_PROGRAMS.get(data[1])
             if name in self.voices:
                 self.channel_instrument[ch] = name
             else:

@@ -32,11 +32,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from rtperformer.errors import UserError
-from rtperformer.midi.score import DRUM_CHANNEL, PROGRAM_INSTRUMENTS, Score
+from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENTS, Score
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
 
-INSTRUMENTS = ("violin", "cello", "flute")
 PEAK_CEILING = 10 ** (-1.0 / 20.0)  # -1 dBFS
 GLA_BLOCK_FRAMES = 1024
 GLA_OVERLAP_FRAMES = 32

@@ -32,8 +32,8 @@ from rtperformer.data.rolls_io import n_frames_for, rolls_from_events, save_roll
 from rtperformer.data.splits import SPLITS, assign_split, read_splits, split_of, split_path, write_splits
 from rtperformer.data.synth import GAIN, Patch, Renderer, default_patch
 from rtperformer.errors import UserError
+from rtperformer.midi.score import INSTRUMENTS
 
-INSTRUMENTS = ("violin", "cello", "flute")
 RECIPE_VERSION = 1
 DEFAULT_MINUTES = 70.0
 MIN_LINE_SECONDS = 8.0

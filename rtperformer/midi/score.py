@@ -19,6 +19,7 @@ from rtperformer.errors import UserError
 # General MIDI programs (0-based) of the instruments we have models for.
 GM_PROGRAMS = {"violin": 40, "cello": 42, "flute": 73}
 PROGRAM_INSTRUMENTS = {p: name for name, p in GM_PROGRAMS.items()}
+INSTRUMENTS = tuple(GM_PROGRAMS)  # ("violin", "cello", "flute")
 DRUM_CHANNEL = 9
 
 
