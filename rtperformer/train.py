@@ -407,9 +407,20 @@ def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict
 
 
 def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None,
-                     valid_every: int | None = None, batch_size: int | None = None) -> Config:
-    """``cfg`` with command-line overrides applied to its train section (what meta.json records)."""
+                     valid_every: int | None = None, batch_size: int | None = None, lookahead: int | None = None,
+                     threads: int | None = None) -> Config:
+    """``cfg`` with command-line overrides applied (what meta.json records): the train section, and
+    ``lookahead`` -> model.lookahead_frames (streaming form; it adds no parameters)."""
+    if lookahead is not None:
+        if lookahead < 0 or cfg.model.form != "streaming":
+            raise UserError(f"--lookahead needs a streaming model and a value >= 0, got {lookahead} for a "
+                            f"{cfg.model.form} model")
+        cfg = cfg.replace(model=dataclasses.replace(cfg.model, lookahead_frames=lookahead))
     changes: dict[str, Any] = {}
+    if threads is not None:
+        if threads < 0:
+            raise UserError(f"--threads must be >= 0 (0: torch's default), got {threads}")
+        changes["num_threads"] = threads
     if valid_every is not None:
         changes["valid_every"] = valid_every
     if batch_size is not None:
@@ -461,6 +472,7 @@ def train(
     out_dir: str | Path,
     *,
     resume: bool = False,
+    init_from: str | Path | None = None,
     minutes: float | None = None,
     device: str | None = None,
     data: tuple[Any, Sequence[Window], dict[str, Any]] | None = None,
@@ -473,6 +485,8 @@ def train(
 
     Validates every ``cfg.train.valid_every`` steps and at the end; keeps the best-valid checkpoint in
     ``out_dir`` and the latest state in ``out_dir/resume``. Under torchrun every rank calls this.
+    ``init_from`` (a model name or directory) starts from its weights with a fresh optimizer and schedule,
+    e.g. to fine-tune a shipped model to another lookahead or loss; its topology must fit ``cfg``.
     """
     tc = cfg.train
     out_dir = Path(out_dir)
@@ -497,7 +511,12 @@ def train(
     if build is _default_build or save is _default_save:
         _model_api()
     train_ds, valid, desc = data if data is not None else default_data(cfg)
-    model = build(cfg).to(dev)
+    model = build(cfg)
+    if init_from is not None and not resume:
+        from rtperformer.model.checkpoint import load_model
+
+        model.load_state_dict(load_model(init_from, cfg_override=cfg)[0].state_dict())
+    model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight)
     n_params = sum(p.numel() for p in model.parameters())
@@ -566,6 +585,7 @@ def train(
                 "loss": tc.loss,
                 "metrics": {"train_loss_ema": ema, "valid": last_valid, "best_valid_loss": counters["best_valid"]},
                 "data": desc,
+                **({"init_from": str(init_from)} if init_from is not None else {}),
                 "wall_seconds": round(wall, 1),
                 "world_size": world,
                 "global_batch": tc.batch_size * world,

@@ -239,3 +239,52 @@ def test_l1_sc_gradient_bounded_for_wild_predictions():
     loss, parts = make_loss("l1_sc", power_scale=1000.0)(pred, target)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(pred.grad).all() and pred.grad.abs().max() < 1e3
+
+
+def test_lookahead_and_threads_overrides():
+    cfg = effective_config(tiny_cfg(), lookahead=0, threads=2)
+    assert cfg.model.lookahead_frames == 0 and cfg.train.num_threads == 2
+    assert effective_config(tiny_cfg(), lookahead=3).model.lookahead_frames == 3
+    with pytest.raises(UserError, match="lookahead"):
+        effective_config(tiny_cfg(), lookahead=-1)
+    with pytest.raises(UserError, match="threads"):
+        effective_config(tiny_cfg(), threads=-1)
+
+
+def test_init_from_starts_at_the_given_weights_with_another_lookahead(tmp_path):
+    """--init-from: a fine-tune to another lookahead starts exactly at the source weights (lookahead adds
+    no parameters) and records its source; a checkpoint of another topology is refused."""
+    from rtperformer.model import build_model
+    from rtperformer.model.checkpoint import load_model, save_checkpoint
+
+    cfg = tiny_cfg(steps=3, valid_every=3)
+    src = train(cfg, tmp_path / "src", data=synth_data(cfg), progress=False)
+    target = effective_config(cfg, lookahead=cfg.model.lookahead_frames + 1, steps=1)
+    seen = {}
+
+    def build(c):
+        m = build_model(c)
+        seen["model"] = m
+        return m
+
+    def save(d, model, c, meta):
+        seen["meta"] = meta
+        save_checkpoint(d, model, c, meta)
+
+    start = {k: v.clone() for k, v in load_model(tmp_path / "src")[0].state_dict().items()}
+    train(target, tmp_path / "ft", init_from=tmp_path / "src", data=synth_data(target), progress=False,
+          build=build, save=save)
+    assert seen["meta"]["init_from"] == str(tmp_path / "src")
+    ft, ft_cfg, _ = load_model(tmp_path / "ft")
+    assert ft_cfg.model.lookahead_frames == cfg.model.lookahead_frames + 1
+    moved = [k for k, v in ft.state_dict().items() if not torch.equal(v, start[k])]
+    assert moved  # one Adam step taken from the source weights, not from a fresh init
+    fresh = build_model(target).state_dict()
+    dist_src = sum(float((ft.state_dict()[k] - start[k]).abs().sum()) for k in start)
+    dist_fresh = sum(float((ft.state_dict()[k] - fresh[k]).abs().sum()) for k in start)
+    assert dist_src < dist_fresh
+    other = load_config("realtime-violin")
+    with pytest.raises(UserError, match="does not fit"):
+        train(effective_config(other, steps=1), tmp_path / "bad", init_from=tmp_path / "src",
+              data=synth_data(effective_config(other, steps=1)), progress=False)
+    assert not (tmp_path / "bad").exists()

@@ -1,6 +1,7 @@
 """``rtperformer train``: train a model from a config (single process, or under torchrun for DDP).
 
     rtperformer train --config configs/X.yaml [--out models/NAME] [--resume] [--steps N] [--minutes M]
+                      [--loss mse|l1|l1_sc] [--lookahead N] [--init-from MODEL] [--threads N]
     torchrun --standalone --nproc_per_node 2 -m rtperformer train --config ...
 """
 
@@ -21,6 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=None, help="total steps (overrides train.steps)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops, validates and saves")
     p.add_argument("--loss", choices=("mse", "l1", "l1_sc"), default=None, help="overrides train.loss")
+    p.add_argument("--lookahead", type=int, default=None, help="overrides model.lookahead_frames (streaming form)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="start from this model's weights (fresh optimizer and schedule; same topology)")
+    p.add_argument("--threads", type=int, default=None, help="overrides train.num_threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--valid-every", type=int, default=None, help="overrides train.valid_every")
     p.add_argument("--batch-size", type=int, default=None, help="overrides train.batch_size (per process)")
@@ -37,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
     cfg = effective_config(load_config(args.config), steps=args.steps, loss=args.loss, seed=args.seed,
-                           valid_every=args.valid_every, batch_size=args.batch_size)
+                           valid_every=args.valid_every, batch_size=args.batch_size, lookahead=args.lookahead,
+                           threads=args.threads)
     out = Path(args.out) if args.out else REPO / "models" / cfg.name
     data = None
     if args.synthetic:
@@ -45,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         ds = SyntheticWindows(cfg, seed=cfg.train.seed + 1000 * rank)
         data = (ds, ds.valid(max(8, min(cfg.train.valid_windows, 64))), {"synthetic": True})
     try:
-        res = train(cfg, out, resume=args.resume, minutes=args.minutes, device=args.device, data=data,
+        res = train(cfg, out, resume=args.resume, init_from=args.init_from, minutes=args.minutes, device=args.device, data=data,
                     progress=not args.no_progress)
     finally:
         finish_distributed()
