@@ -152,6 +152,7 @@ class LiveSession:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
+        self.engine.close()
         self.output.close()
 
     # -- status ------------------------------------------------------------------------------

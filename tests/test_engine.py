@@ -145,3 +145,22 @@ def test_resampled_output_length():
     out = eng.render_offline([(0, bytes([0x90, 69, 100]))], 400)
     expected = 400 * cfg.audio.hop * 44100 / 48000
     assert abs(len(out) - expected) < 0.02 * expected
+
+
+def test_voice_threads_render_the_same_mix():
+    """serve.voice_threads > 1 steps the instruments concurrently: sample for sample the same output."""
+    models = [tiny(i) for i in range(3)]
+    ev = [(0, bytes([0x90, 69, 100])), (0, bytes([0x91, 45, 90])), (3000, bytes([0x92, 74, 110])),
+          (9000, bytes([0x80, 69, 0]))]
+    outs = []
+    for threads in (1, 3):
+        cfg = from_dict({**TINY, "serve": {"channel_map": {1: "cello", 2: "flute"}, "voice_threads": threads}})
+        eng = Engine([Instrument(n, m, c) for n, (m, c) in zip(("violin", "cello", "flute"), models)], cfg,
+                     schedule="exact")
+        assert (eng._pool is not None) == (threads > 1)
+        outs.append(eng.render_offline(ev, 60))
+        assert all(v.frames_run > 0 for v in eng.voices.values())
+        eng.close()
+        assert eng._pool is None
+    assert np.abs(outs[0]).max() > 0
+    np.testing.assert_array_equal(outs[0], outs[1])
