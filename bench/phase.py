@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from rtperformer.atomic import atomic_write  # noqa: E402
 from rtperformer.config import AudioConfig  # noqa: E402
 from rtperformer.dsp.features import spectral_convergence, stft  # noqa: E402
 from rtperformer.dsp.istft_stream import StreamingISTFT  # noqa: E402
@@ -172,13 +173,7 @@ def main(argv=None) -> int:
                 result["runs"].append({"config": cname, "signal": sname, "method": mname, **r})
     result["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, out)
+    out = atomic_write(args.out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
     print_table(result)
     print(f"\nwritten {out}")
     return 0

@@ -46,20 +46,23 @@ def throughput_tables(data: dict) -> str:
                 f"{m['hop']}, lookahead {m['lookahead_frames']} frames)", "",
                 "RTF = compute time / audio time, wall clock (CPU time of the process in brackets).", "",
                 "| backend | chunk | model RTF | engine RTF, 1 instr. | engine RTF, 3 instr. | "
-                "per instr., 3 instr. | p99 step, 3 instr. (ms) | underruns 1 instr. / 3 instr. / steps (replay; ring ms) | first call (s) |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "per instr., 3 instr. | p99 step, 3 instr. (ms) | underruns 1 instr. / 3 instr. / steps (replay; ring ms) | "
+                "3 instr. in 3 voice threads: RTF / underruns | first call (s) |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in m["runs"]:
             if "error" in r:
-                out.append(f"| {r['backend']} | {r['chunk']} | error: {r['error'][:80]} ||||||")
+                out.append(f"| {r['backend']} | {r['chunk']} | error: {r['error'][:80]} |||||||")
                 continue
             e1, e3 = r.get("engine_1", {}), r.get("engine_3", {})
             per = e3.get("rtf") / 3 if e3.get("rtf") is not None else None
             per_cpu = e3.get("cpu_rtf") / 3 if e3.get("cpu_rtf") is not None else None
             w = lambda d: f"{_f(d.get('rtf'))} ({_f(d.get('cpu_rtf'))})"  # noqa: E731
+            vt = lambda d: f"{_f(d.get('rtf'))} / {d.get('simulated_underruns')}" if d else "-"  # noqa: E731
             out.append(f"| {r['backend']} | {r['chunk']} | {w(r['model'])} | {w(e1)} | {w(e3)} | "
                        f"{_f(per)} ({_f(per_cpu)}) | {_f(e3.get('step_ms_p99'), '.2f')} | "
                        f"{e1.get('simulated_underruns', '-')} / {e3.get('simulated_underruns', '-')} / {e3.get('steps', '-')} "
                        f"({_f(e3.get('ring_ms'), '.1f')}) | "
+                       f"{vt(r.get('engine_3_threads'))} | "
                        f"{_f(r['build_s'] + r['first_call_s'], '.2f')} |")
         ph = m.get("phase", {})
         out += ["", "Phase stage per frame (ms): " + ", ".join(

@@ -10,6 +10,7 @@ chunk size (frames per step; the server's ``serve.step_frames``):
   underruns a server ring would have had with these step times (a replay of the measured times against a
   real-time consumer; the ring holds ``serve.target_fill_blocks`` blocks, or one step of audio plus a block
   for chunks longer than that: ``ring_ms``, which adds to the latency);
+- ``engine_3_threads`` (ONNX): the 3 instruments stepped concurrently (``serve.voice_threads`` 3);
 - ``first_call_s``: building the backend (export / trace) and the first step.
 
 Every RTF is given twice: ``rtf`` from wall time, ``cpu_rtf`` from this process's CPU time
@@ -110,11 +111,12 @@ def _engine_events(cfg, n_inst: int, n_frames: int) -> list[tuple[int, bytes]]:
 
 
 def bench_engine(model, cfg, backend: str, chunk: int, n_inst: int, seconds: float, repeats: int,
-                 model_dir=None) -> dict:
-    """RTF of rtperformer.engine.Engine.render_step with ``n_inst`` instruments sounding at once."""
+                 model_dir=None, voice_threads: int = 1) -> dict:
+    """RTF of rtperformer.engine.Engine.render_step with ``n_inst`` instruments sounding at once, stepped
+    one after another (``voice_threads`` 1) or concurrently (``serve.voice_threads``)."""
     from rtperformer.engine import Engine, Instrument
 
-    serve = dataclasses.replace(cfg.serve, backend=backend, step_frames=chunk,
+    serve = dataclasses.replace(cfg.serve, backend=backend, step_frames=chunk, voice_threads=voice_threads,
                                 channel_map={i: INSTRUMENTS[i] for i in range(3)})
     render = dataclasses.replace(cfg.render, mode="streaming")
     ecfg = cfg.replace(serve=serve, render=render)
@@ -145,7 +147,8 @@ def bench_engine(model, cfg, backend: str, chunk: int, n_inst: int, seconds: flo
     target_blocks = ring_blocks_for(chunk, hop, block, int(cfg.serve.target_fill_blocks))
     under = simulate_underruns(singles, step_samples, rate, block, target_blocks)
     names = sorted({v.backend.name for v in engine.voices.values()})
-    return {"rtf": statistics.median(runs), "cpu_rtf": statistics.median(cpu_runs), "rtf_runs": runs,
+    engine.close()
+    return {"voice_threads": voice_threads, "rtf": statistics.median(runs), "cpu_rtf": statistics.median(cpu_runs), "rtf_runs": runs,
             "step_ms_median": 1e3 * statistics.median(singles),
             "step_ms_p99": 1e3 * _percentile(singles, 99), "step_ms_max": 1e3 * max(singles),
             "steps": len(singles), "simulated_underruns": under, "ring_ms": 1e3 * target_blocks * block / rate,
@@ -272,6 +275,9 @@ def run(sources: list[str], backends: list[str] | None, chunks, instruments, sec
                         for n_inst in instruments:
                             row[f"engine_{n_inst}"] = bench_engine(model, cfg, name, chunk, n_inst, seconds,
                                                                    repeats, model_dir=mdir)
+                        if 3 in instruments and name == "onnx":  # ONNX Runtime releases the GIL
+                            row["engine_3_threads"] = bench_engine(model, cfg, name, chunk, 3, seconds, repeats,
+                                                                   model_dir=mdir, voice_threads=3)
                 except Exception as exc:  # one failing runtime must not lose the others' numbers
                     row["error"] = f"{type(exc).__name__}: {exc}"
                 entry["runs"].append(row)
@@ -298,6 +304,9 @@ def _row_line(row: dict, instruments) -> str:
         if e:
             parts.append(f"engine x{n} rtf {e['rtf']:.3f} cpu {e['cpu_rtf']:.3f} (p99 step {e['step_ms_p99']:.2f} ms, "
                          f"underruns {e['simulated_underruns']})")
+    e = row.get("engine_3_threads")
+    if e:
+        parts.append(f"x3 in 3 voice threads rtf {e['rtf']:.3f} (underruns {e['simulated_underruns']})")
     parts.append(f"first call {row['build_s'] + row['first_call_s']:.2f} s")
     return ", ".join(parts)
 

@@ -16,13 +16,13 @@ Without trained models it plays a small random-weight model (noise shaped by the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -117,9 +117,7 @@ def _figures(wav: np.ndarray, rate: int, messages, log, lat_ms, audio_ms, out_di
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.part.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110), suffix=".png")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing as mp
-import os
-import tempfile
 import time
 import zlib
 from dataclasses import asdict, dataclass
@@ -26,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.data import scores
 from rtperformer.data.humanize import perform
 from rtperformer.data.rolls_io import n_frames_for, rolls_from_events, save_rolls
 from rtperformer.data.splits import SPLITS, assign_split, read_splits, split_of, split_path, write_splits
 from rtperformer.data.synth import GAIN, Patch, Renderer, default_patch
 from rtperformer.errors import UserError
-from rtperformer.midi.score import INSTRUMENTS
+from rtperformer.midi.score import INSTRUMENTS  # noqa: F401  (re-exported for the data command)
 
 RECIPE_VERSION = 1
 DEFAULT_MINUTES = 70.0
@@ -141,15 +140,8 @@ def _recipe(instrument: str, line: scores.Line, st: BuildSettings, patch: Patch,
 def _write_flac(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".flac")
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_24", format="FLAC")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_24",
+                                            format="FLAC"), suffix=".flac")
 
 
 _RENDERERS: dict[tuple, Renderer] = {}
@@ -198,9 +190,7 @@ def render_piece(job: tuple) -> dict:
             "kinds": list(kinds_for(line.piece_id, split)), "seconds": seconds, "peak": peaks,
             "bpm": round(line.bpm, 2), "tempo_marked": line.tempo_marked, "notes": n_notes,
             "polyphonic": any(len(n.pitches) > 1 for n in line.notes), "seed": seed, "recipe": recipe}
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    atomic_write(meta_path, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
     return meta
 
 
@@ -263,9 +253,7 @@ def build_instrument(instrument: str, st: BuildSettings, pool=None, log=print, b
         "build_seconds": round(time.time() - t0, 1), "pieces": pieces,
     }
     mpath = Path(st.out) / instrument / "manifest.json"
-    tmp = mpath.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, mpath)
+    atomic_write(mpath, lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.data.rolls_io import load_rolls
 from rtperformer.data.splits import read_splits, split_of, split_path
 from rtperformer.errors import UserError
@@ -50,15 +50,7 @@ def _key(cfg, corpus_rate: int) -> str:
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-    os.close(fd)
-    try:
-        np.save(tmp, arr)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.save(tmp, arr), suffix=".npy")
 
 
 def load_manifest(corpus_dir: str | Path, instrument: str) -> dict:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Iterator
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 
 SAMPLE_RATE = 44100
@@ -223,7 +223,5 @@ def import_musicnet(source, instrument: str, out: str | Path, hop: int = 256, id
     manifest = {"instrument": instrument, "source": str(source), "sample_rate": sample_rate, "hop": hop,
                 "frame_rate": sample_rate / hop, "minutes": {"expressive": round(minutes, 2)},
                 "split_by": "recording", "pieces": pieces}
-    tmp = base / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, base / "manifest.json")
+    atomic_write(base / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=1)))
     return manifest

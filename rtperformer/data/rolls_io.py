@@ -9,13 +9,12 @@ events they came from: ``notes`` (N, 4) [start, end, pitch, velocity] seconds, `
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.rolls import Rolls, input_channels, notes_to_rolls, stack_inputs  # noqa: F401
 
 _NOTE = namedtuple("_NOTE", "start end pitch velocity channel track")
@@ -48,20 +47,12 @@ def save_rolls(path: Path, rolls: Rolls, notes: np.ndarray, cc11: np.ndarray, fr
     ``sample_rate``, ``hop``. :func:`load_rolls` returns the float32 :class:`Rolls`.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(
-            tmp, roll=rolls.roll.astype(np.uint8), onoff=rolls.onoff.astype(np.int8),
-            velocity_midi=np.round(rolls.velocity * 127.0).astype(np.uint8),
-            expression_cc=np.round(rolls.expression * 127.0).astype(np.uint8),
-            notes=np.asarray(notes, np.float64), cc11=np.asarray(cc11, np.float64),
-            frame_rate=np.float64(frame_rate), sample_rate=np.int64(sample_rate), hop=np.int64(hop))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: np.savez_compressed(
+        tmp, roll=rolls.roll.astype(np.uint8), onoff=rolls.onoff.astype(np.int8),
+        velocity_midi=np.round(rolls.velocity * 127.0).astype(np.uint8),
+        expression_cc=np.round(rolls.expression * 127.0).astype(np.uint8),
+        notes=np.asarray(notes, np.float64), cc11=np.asarray(cc11, np.float64),
+        frame_rate=np.float64(frame_rate), sample_rate=np.int64(sample_rate), hop=np.int64(hop)), suffix=".npz")
 
 
 def load_rolls(path: Path, sample_rate: int | None = None, hop: int | None = None,

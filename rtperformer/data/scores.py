@@ -14,11 +14,11 @@ Only this module imports music21, and only when a source is not cached yet.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from rtperformer.atomic import atomic_write
 
 CACHE_VERSION = 1
 
@@ -133,11 +133,7 @@ def quartet_sources() -> list[Source]:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _parse(src: Source) -> dict:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from rtperformer.atomic import atomic_write
 from rtperformer.config import CONFIG_DIR
 from rtperformer.errors import UserError
 
@@ -58,15 +59,9 @@ def assign_split(index_in_kind: int) -> str:
 
 
 def write_splits(path: Path, splits: dict[str, list[str]], header: str = "") -> None:
-    import os
-    import tempfile
-
     check_disjoint(splits)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = (header or "") + yaml.safe_dump({s: sorted(splits.get(s, [])) for s in SPLITS},
                                            default_flow_style=False, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
