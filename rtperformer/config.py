@@ -119,6 +119,7 @@ class ServeConfig:
     event_queue: int = 4096  # preallocated MIDI event queue (messages)
     render_delay_ms: float = 1.0  # render this long after a callback, so MIDI of that cycle is in
     target_fill_frames: int = 384  # output ring fill kept ahead of the callback, frames (0: target_fill_blocks)
+    istft_trim_hops: int = 1  # low-delay synthesis: skip each frame's first q hops (q*5.3 ms sooner; dsp.istft_stream)
     voice_threads: int = 1  # render instruments concurrently in this many threads (1: one after another)
 
 

@@ -150,7 +150,10 @@ class Voice:
         self.phase = make_phase(cfg.render.phase, a, cfg.render)
         if not getattr(self.phase, "streaming", False):
             raise UserError(f"render.phase '{cfg.render.phase}' is offline only; use rtpghi or rtisila to serve")
-        self.istft = StreamingISTFT(a)
+        try:
+            self.istft = StreamingISTFT(a, trim_hops=cfg.serve.istft_trim_hops)
+        except ValueError as exc:
+            raise UserError(f"serve.istft_trim_hops: {exc}") from None
         self.model = inst.model
         self.lookahead = 0
         if mode == "streaming":
@@ -255,7 +258,7 @@ class Voice:
             self.prev_future = None
         self.phase.reset()
         self.istft.reset()
-        warm = self.cfg.audio.n_fft // self.hop - 1
+        warm = self.istft._span // self.hop - 1  # frames whose synthesis reaches the next output sample
         if warm > 0:
             self.istft.push(np.zeros((self.n_bins, warm), np.complex64))
         self.idle = False

@@ -20,8 +20,8 @@ def _chunks(T, kind, rng):
     return [kind] * (T // kind + 1)
 
 
-def _stream(spec, cfg, sizes):
-    ist = StreamingISTFT(cfg)
+def _stream(spec, cfg, sizes, trim=0):
+    ist = StreamingISTFT(cfg, trim_hops=trim)
     outs, t = [], 0
     for n in sizes:
         block = spec[:, t : t + n]
@@ -35,15 +35,17 @@ def _stream(spec, cfg, sizes):
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["48k-1024", "44k-2048", "odd-1000-240"])
 @pytest.mark.parametrize("chunk", [1, 3, 7, 64, "random"])
-def test_streaming_istft_reproduces_signal(cfg, chunk):
+@pytest.mark.parametrize("trim", [0, 1, 2])
+def test_streaming_istft_reproduces_signal(cfg, chunk, trim):
+    """Also with low-delay synthesis (``trim_hops``): exact for a consistent STFT, trim*hop samples sooner."""
     rng = np.random.default_rng(3)
     n = int(0.4 * cfg.sample_rate) + 17
     x = chords(cfg.sample_rate, n / cfg.sample_rate) + 0.05 * rng.standard_normal(n).astype(np.float32)
     x[:5] = 0.3  # energy right at the start: frames before 0 do not exist
     spec = stft(x, cfg)
-    y, ist = _stream(spec, cfg, _chunks(spec.shape[1], chunk, rng))
+    y, ist = _stream(spec, cfg, _chunks(spec.shape[1], chunk, rng), trim)
     d = ist.delay_samples
-    assert d == cfg.n_fft // 2
+    assert d == cfg.n_fft // 2 - trim * cfg.hop
     assert np.max(np.abs(y[d : d + n] - x)) <= 1e-5
     # after the signal: only the zero padding
     assert np.max(np.abs(y[d + n :])) <= 1e-5
@@ -71,3 +73,11 @@ def test_warmup_is_bounded_for_arbitrary_spectra():
     y = StreamingISTFT(cfg).push(spec)
     frame_peak = np.max(np.abs(np.fft.irfft(spec, n=cfg.n_fft, axis=0)))
     assert np.all(np.isfinite(y)) and np.max(np.abs(y)) <= 4 * frame_peak
+
+
+def test_trim_bounds():
+    cfg = AudioConfig()
+    with pytest.raises(ValueError, match="trim_hops"):
+        StreamingISTFT(cfg, trim_hops=3)  # past the frame centre
+    with pytest.raises(ValueError, match="trim_hops"):
+        StreamingISTFT(cfg, trim_hops=-1)

@@ -8,6 +8,13 @@ Normalisation divides by the overlap-added squared window of the frames actually
 with the signal), floored at a tenth of its steady-state minimum: the reconstruction is exact from the
 first signal sample on (frames before 0 do not exist, as in :func:`rtperformer.dsp.features.stft`), and
 the warm-up samples before the signal start are not amplified.
+
+``trim_hops`` = q > 0 (low-delay synthesis): each frame's first q hops are not synthesised (its synthesis
+window is the Hann window with its first q*hop samples zeroed, the normalisation the overlap-added product
+of analysis and synthesis windows), so output sample i is signal sample i - (n_fft//2 - q*hop): q hops
+(5.3 ms each at 48 kHz / 256) less delay. Still exact for a consistent STFT; for estimated spectrograms each
+sample averages 4 - q frames instead of 4. q is at most n_fft // (2*hop) (then the delay is 0: the frame
+centred on sample t*hop completes samples t*hop .. t*hop + hop - 1).
 """
 
 from __future__ import annotations
@@ -15,21 +22,28 @@ from __future__ import annotations
 import numpy as np
 
 from rtperformer.config import AudioConfig
-from rtperformer.dsp.features import hann, steady_window_sum
+from rtperformer.dsp.features import hann
 
 
 class StreamingISTFT:
     """Streaming overlap-add iSTFT. push(spec (n_bins, n)) -> float32 (n*hop,)."""
 
-    def __init__(self, audio_cfg: AudioConfig):
+    def __init__(self, audio_cfg: AudioConfig, trim_hops: int = 0):
         self.cfg = audio_cfg
         self.n_fft = audio_cfg.n_fft
         self.hop = audio_cfg.hop
         self.n_bins = audio_cfg.n_bins
-        self.delay_samples = self.n_fft // 2
-        self._w = hann(self.n_fft)
+        q = int(trim_hops)
+        if not 0 <= q <= self.n_fft // (2 * self.hop):
+            raise ValueError(f"trim_hops must be 0..{self.n_fft // (2 * self.hop)} for n_fft {self.n_fft} and hop "
+                             f"{self.hop}, got {trim_hops}")
+        self.trim = q * self.hop  # synthesis starts this many samples into each frame
+        self.delay_samples = self.n_fft // 2 - self.trim
+        self._w = hann(self.n_fft)[self.trim:].copy()  # the synthesised part of the frame
         self._w2 = (self._w * self._w).astype(np.float32)
-        self._floor = np.float32(0.1 * steady_window_sum(self.n_fft, self.hop).min())
+        self._span = self.n_fft - self.trim
+        steady = np.pad(self._w2.astype(np.float64), (0, (-self._span) % self.hop)).reshape(-1, self.hop).sum(axis=0)
+        self._floor = np.float32(0.1 * steady.min())
         # acc[0] is the next output sample; it spans one frame plus one hop of slack.
         self._acc = np.zeros(self.n_fft + self.hop, dtype=np.float32)
         self._wsum = np.zeros(self.n_fft + self.hop, dtype=np.float32)
@@ -50,22 +64,23 @@ class StreamingISTFT:
         if n == 0:
             return out
         frames = np.fft.irfft(spec.T, n=n_fft, axis=1)  # (n, n_fft) float32 for complex64 input
-        acc, wsum, frame, floor = self._acc, self._wsum, self._frame, self._floor
+        acc, wsum, floor, t, m = self._acc, self._wsum, self._floor, self.trim, self._span
+        frame = self._frame[:m]
         for j in range(n):
-            np.multiply(frames[j], self._w, out=frame)
-            acc[:n_fft] += frame
-            wsum[:n_fft] += self._w2
+            np.multiply(frames[j, t:], self._w, out=frame)
+            acc[:m] += frame
+            wsum[:m] += self._w2
             o = out[j * hop : (j + 1) * hop]
             np.maximum(wsum[:hop], floor, out=o)
             np.divide(acc[:hop], o, out=o)
             # shift by one hop (numpy handles the overlapping copy)
-            acc[: n_fft] = acc[hop : n_fft + hop]
-            wsum[: n_fft] = wsum[hop : n_fft + hop]
+            acc[:m] = acc[hop : m + hop]
+            wsum[:m] = wsum[hop : m + hop]
         return out
 
     def flush(self) -> np.ndarray:
-        """Return the n_fft - hop samples still pending after the last frame, float32, and reset."""
-        m = self.n_fft - self.hop
+        """Return the n_fft - trim - hop samples still pending after the last frame, float32, and reset."""
+        m = self._span - self.hop
         out = self._acc[:m] / np.maximum(self._wsum[:m], self._floor)
         self.reset()
         return out.astype(np.float32)
