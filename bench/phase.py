@@ -47,10 +47,13 @@ CONFIGS = {
 STREAMING = {
     "rtpghi_la0": lambda cfg: RTPGHI(cfg, lookahead=0),
     "rtpghi_la1": lambda cfg: RTPGHI(cfg, lookahead=1),
+    "rtpghi_la0_trim1": lambda cfg: RTPGHI(cfg, lookahead=0),  # low-delay synthesis (serve.istft_trim_hops)
+    "rtpghi_la0_trim2": lambda cfg: RTPGHI(cfg, lookahead=0),
     "rtisila_la3_it4": lambda cfg: RTISILA(cfg, lookahead=3, iterations=4, init="partial"),
     "rtisila_la3_it4_pghi": lambda cfg: RTISILA(cfg, lookahead=3, iterations=4, init="rtpghi"),
     "rtisila_la1_it2": lambda cfg: RTISILA(cfg, lookahead=1, iterations=2, init="partial"),
 }
+TRIMS = {"rtpghi_la0_trim1": 1, "rtpghi_la0_trim2": 2}  # StreamingISTFT trim_hops (default 0)
 OFFLINE = {
     "gla64_random": dict(iterations=64, momentum=0.99, init="random"),
     "gla64_rtpghi": dict(iterations=64, momentum=0.99, init="rtpghi"),
@@ -92,12 +95,13 @@ def compile_costs() -> dict:
     return out
 
 
-def run_streaming(make, cfg: AudioConfig, mag: np.ndarray) -> dict:
-    """Frame-by-frame process() + StreamingISTFT, as live; returns SC and timings."""
+def run_streaming(make, cfg: AudioConfig, mag: np.ndarray, trim_hops: int = 0) -> dict:
+    """Frame-by-frame process() + StreamingISTFT (``trim_hops``: low-delay synthesis), as live; returns SC and
+    timings."""
     obj = make(cfg)
     obj.process(mag[:, :2])  # warm (numba load, FFT plans)
     obj.reset()
-    ist = StreamingISTFT(cfg)
+    ist = StreamingISTFT(cfg, trim_hops=trim_hops)
     T = mag.shape[1]
     d = obj.delay_frames
     padded = np.ascontiguousarray(np.concatenate([mag, np.zeros((mag.shape[0], d), np.float32)], axis=1))
@@ -127,6 +131,7 @@ def run_streaming(make, cfg: AudioConfig, mag: np.ndarray) -> dict:
         "cpu_ms_per_frame_incl_istft": round(cpu / len(cols) * 1e3, 4),
         "istft_stream_ms_per_frame_median": round(float(np.median(ist_times)) * 1e3, 4),
         "delay_frames": d,
+        "istft_delay_samples": ist.delay_samples,
     }
 
 
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
         for sname, fn in SIGNALS.items():
             mag = np.abs(stft(fn(cfg.sample_rate, seconds), cfg))
             for mname, make in STREAMING.items():
-                r = run_streaming(make, cfg, mag)
+                r = run_streaming(make, cfg, mag, TRIMS.get(mname, 0))
                 result["runs"].append({"config": cname, "signal": sname, "method": mname, **r})
                 print(f"  {cname:15s} {sname:10s} {mname:22s} SC {r['sc_db']:7.2f} dB  {r['ms_per_frame_median']:.3f} ms/frame", file=sys.stderr)
             for mname, kw in OFFLINE.items():
