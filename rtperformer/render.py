@@ -355,7 +355,7 @@ class PartResult:
 
 
 def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path, out_rate: int | None = None,
-                preview: bool = False, progress_bar: bool | None = None) -> PartResult:
+                preview: bool = False, progress_bar: bool | None = None, bar_position: int = 0) -> PartResult:
     """Render ``seconds`` of one part with its model into a float32 WAV at ``wav_path``.
 
     The audio is resampled (soxr) to ``out_rate`` when it differs from the model's sample rate.
@@ -383,7 +383,7 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
     written = 0
     n_out = seconds_to_sample(seconds, out_rate)
     # progress_bar None: tqdm decides (off when stderr is not a terminal).
-    bar = tqdm(total=T, desc=f"render {part.instrument}", unit="frame", leave=False,
+    bar = tqdm(total=T, desc=f"render {part.instrument}", unit="frame", leave=False, position=bar_position,
                disable=None if progress_bar is None else not progress_bar)
     with sf.SoundFile(str(wav_path), "w", samplerate=out_rate, channels=1, subtype="FLOAT", format="WAV") as f:
 
@@ -515,11 +515,22 @@ def render_score(score: Score, parts: list[Part], models: dict[str, tuple[Any, A
     work = Path(tempfile.mkdtemp(prefix="rtperformer-render-"))
     tmp_wav = tmp_png = None
     try:
-        results = []
-        for part in parts:
-            model, cfg = models[part.instrument]
-            results.append(render_part(part, model, cfg, seconds, work / f"{part.instrument}.wav", rate,
-                                       preview=png is not None, progress_bar=progress_bar))
+        # parts render concurrently, one per core: torch and the numba phase code release the GIL, and a
+        # model shared by two parts is only read (each part carries its own streaming state)
+        def one(i: int) -> PartResult:
+            model, cfg = models[parts[i].instrument]
+            return render_part(parts[i], model, cfg, seconds, work / f"{i}-{parts[i].instrument}.wav", rate,
+                               preview=png is not None, progress_bar=progress_bar, bar_position=i)
+
+        workers = max(1, min(len(parts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                             else (os.cpu_count() or 1)))
+        if workers == 1:
+            results = [one(i) for i in range(len(parts))]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="render-part") as pool:
+                results = list(pool.map(one, range(len(parts))))
         tmp_wav = temp_path_for(out_path, ".wav")
         gain, peak = mix_to_wav(results, tmp_wav)
         if png is not None:

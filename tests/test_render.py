@@ -167,6 +167,23 @@ def test_render_score_two_instruments_and_resampling(tiny, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.png", "o.wav"]  # no temp files left
 
 
+def test_parts_render_concurrently_to_the_same_mix(tiny, tmp_path, monkeypatch):
+    """Parts render one per core (threads); the mix equals the one-after-another render to the sample."""
+    import os
+
+    model, cfg = tiny
+    score = _score()
+    parts, _ = assign_parts(score)
+    mixes = []
+    for cores in ({0}, {0, 1, 2}):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, c=cores: c, raising=False)
+        out = tmp_path / f"mix{len(cores)}.wav"
+        render_score(score, parts, {"violin": (model, cfg), "cello": (model, cfg)}, out, progress_bar=False)
+        mixes.append(sf.read(out, dtype="float32")[0])
+    assert np.abs(mixes[0]).max() > 0
+    np.testing.assert_array_equal(mixes[0], mixes[1])
+
+
 def test_render_score_missing_output_folder(tiny, tmp_path):
     model, cfg = tiny
     parts, _ = assign_parts(_score())
