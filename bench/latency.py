@@ -17,7 +17,9 @@ by CC120 (all sound off) so the output is silent again before the next event.
 Onset (sample-accurate): the first sample after the event whose magnitude reaches the threshold
 ``max(ONSET_FRACTION x the event's own level (99th percentile of |x| while held), NOISE_FACTOR x the peak of
 the PRE_S seconds before the event, ABS_FLOOR)``. Events whose pre-event segment is not quiet (peak above
-``ONSET_FRACTION x`` the event's level) or that make no sound are counted as invalid, not measured.
+``ONSET_FRACTION x`` the event's level) or that make no sound are counted as invalid, not measured. A second
+onset with ``FIRST_SOUND_FRACTION`` (1 %, -40 dB) in place of ONSET_FRACTION says when the note first sounds
+at all (``first_sound``): the pipeline's share, apart from how fast the sound then rises.
 
 Reports per system: min, median, p95, p99, max, jitter (p95 - p5 and the standard deviation), xruns seen by
 the probe, invalid events, and held notes with a dropout (>= 64 exact zeros in a row after the onset: the
@@ -54,6 +56,7 @@ CYCLE_S = 0.42  # one event every CYCLE_S + a random offset up to OFFSET_S
 OFFSET_S = 0.03
 PRE_S = 0.04
 ONSET_FRACTION = 0.1
+FIRST_SOUND_FRACTION = 0.01  # the secondary onset: first sound at -40 dB re the note's level
 NOISE_FACTOR = 4.0
 ABS_FLOOR = 1e-5
 DROPOUT_RUN = 64  # exact zeros in a row inside a held note = an underrun's zero fill
@@ -88,8 +91,10 @@ def make_events(n: int, rate: int, seed: int = 0) -> tuple[list[tuple[int, bytes
     return sched, marks
 
 
-def detect_onset(x: np.ndarray, on: int, off: int, rate: int) -> tuple[int | None, str]:
-    """First sample at or after ``on`` reaching the threshold (module docstring); (None, why) if invalid."""
+def detect_onset(x: np.ndarray, on: int, off: int, rate: int, fraction: float = None) -> tuple[int | None, str]:
+    """First sample at or after ``on`` reaching the threshold (module docstring; ``fraction`` replaces
+    ONSET_FRACTION, e.g. FIRST_SOUND_FRACTION); (None, why) if invalid."""
+    fraction = ONSET_FRACTION if fraction is None else fraction
     pre = x[max(0, on - int(PRE_S * rate)):on]
     seg = np.abs(x[on:off])
     if not len(seg):
@@ -100,7 +105,7 @@ def detect_onset(x: np.ndarray, on: int, off: int, rate: int) -> tuple[int | Non
         return None, "silent"
     if noise > ONSET_FRACTION * level:
         return None, "noisy before the event"
-    thr = max(ONSET_FRACTION * level, NOISE_FACTOR * noise, ABS_FLOOR)
+    thr = max(fraction * level, NOISE_FACTOR * noise, ABS_FLOOR)
     hit = np.flatnonzero(seg >= thr)
     return (on + int(hit[0]), "") if len(hit) else (None, "below threshold")
 
@@ -225,7 +230,7 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
     finally:
         probe.close()
         rc = stop(proc)
-    lat, invalid, kinds = [], {}, {"single": [], "chord": []}
+    lat, first, invalid, kinds = [], [], {}, {"single": [], "chord": []}
     dropouts = 0
     for on, off, kind in marks:
         onset, why = detect_onset(x, base + on, base + off, RATE)
@@ -236,9 +241,13 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
         ms = (onset - base - on) * 1e3 / RATE
         lat.append(ms)
         kinds[kind].append(ms)
+        early, _ = detect_onset(x, base + on, base + off, RATE, FIRST_SOUND_FRACTION)
+        if early is not None:
+            first.append((early - base - on) * 1e3 / RATE)
     out = {"system": system, "events": n_events, "xruns_probe": xruns, "exit_code": rc, "invalid": invalid,
            "dropout_events": dropouts,
            **summarize(lat), "single": summarize(kinds["single"]), "chord": summarize(kinds["chord"]),
+           "first_sound": summarize(first),
            "latencies_ms": [round(v, 3) for v in lat]}
     if system != "fluidsynth":
         status = [line.strip() for line in errlog if "underruns" in line]
@@ -290,6 +299,7 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         server_status: bool = False, step_frames: int | None = None) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
+                          "first_sound_fraction": FIRST_SOUND_FRACTION,
                           "noise_factor": NOISE_FACTOR, "pre_s": PRE_S}, "systems": []}
     with tempfile.TemporaryDirectory(prefix="rtpbench-") as tmpd, PrivateJackServer("rtpbench", RATE, PERIOD) as jackd:
         tmp = Path(tmpd)

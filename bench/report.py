@@ -86,15 +86,17 @@ def latency_table(data: dict) -> str:
     out = [f"Machine: {machine_line(data['machine'])}; JACK dummy {j.get('rate')} Hz / {j.get('period')} frames; "
            f"served: {data.get('model_desc', ' '.join(data.get('model_args', [])))}, serve.step_frames "
            f"{data.get('serve_step_frames', 'config default')}", "",
-           "| system | n | min | median | p95 | p99 | max | jitter p95-p5 | std | xruns (probe) | notes with dropouts "
-           "| invalid | median / FluidSynth |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+           "| system | n | min | median | p95 | p99 | max | jitter p95-p5 | std | first sound (-40 dB) median / p99 "
+           "| xruns (probe) | notes with dropouts | invalid | median / FluidSynth |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for s in data["systems"]:
         if not s.get("n"):
-            out.append(f"| {s['system']} | 0 | {s.get('error', 'no valid event')[:100]} ||||||||||")
+            out.append(f"| {s['system']} | 0 | {s.get('error', 'no valid event')[:100]} |||||||||||")
             continue
         out.append(f"| {s['system']} | {s['n']} | {s['min_ms']:.2f} | {s['median_ms']:.2f} | {s['p95_ms']:.2f} | "
                    f"{s['p99_ms']:.2f} | {s['max_ms']:.2f} | {s['jitter_p95_p5_ms']:.2f} | {s['std_ms']:.2f} | "
+                   f"{_f(s.get('first_sound', {}).get('median_ms'), '.2f')} / "
+                   f"{_f(s.get('first_sound', {}).get('p99_ms'), '.2f')} | "
                    f"{s['xruns_probe']} | {s.get('dropout_events', '-')} | {s['invalid'] or '-'} | "
                    f"{_f(s.get('median_vs_fluidsynth'), '.2f')} |")
     status = [f"- {s['system']}: `{s['server_status']}`" for s in data["systems"] if s.get("server_status")]

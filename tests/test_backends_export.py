@@ -136,6 +136,8 @@ def test_latency_onset_detection():
     x[1000:3000] = 0.5 * np.sin(np.arange(2000) * 0.3) * np.minimum(np.arange(2000) / 200, 1)
     onset, why = detect_onset(x, 900, 3000, rate)
     assert why == "" and 1000 < onset < 1100
+    first, _ = detect_onset(x, 900, 3000, rate, fraction=0.01)  # the -40 dB "first sound" onset comes sooner
+    assert 1000 <= first < onset
     noisy = x.copy()
     noisy[:900] = 0.3
     assert detect_onset(noisy, 900, 3000, rate) == (None, "noisy before the event")
