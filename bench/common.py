@@ -59,6 +59,8 @@ def default_sources() -> list[str]:
     """What to benchmark by default: every shipped streaming model in models/ (trained weights), then every
     streaming config in configs/ (random weights: speed does not depend on the values), one per distinct
     (audio, model) section."""
+    import yaml
+
     from rtperformer.config import load_config
 
     out, seen = [], set()
@@ -72,7 +74,7 @@ def default_sources() -> list[str]:
 
     models = REPO / "models"
     if models.is_dir():
-        for d in sorted(models.iterdir()):
+        for d in sorted(models.iterdir(), key=lambda d: ("violin" not in d.name, d.name)):
             if (d / "model.safetensors").is_file() and (d / "config.yaml").is_file():
                 try:
                     cfg = load_config(d / "config.yaml")
@@ -84,6 +86,8 @@ def default_sources() -> list[str]:
         if p.stem in SKIP_CONFIGS:
             continue
         try:
+            if "model" not in (yaml.safe_load(p.read_text()) or {}):  # a settings overlay (serve-steady), no model
+                continue
             cfg = load_config(p)
             if cfg.model.form == "streaming" and fresh(cfg):
                 out.append(p.stem)
