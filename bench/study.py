@@ -97,9 +97,16 @@ def _pipeline_ms(status: str) -> float | None:
 
 
 def summary() -> dict:
+    """One row per run from out/study (training, not in git) and bench/results/study (eval, latency); the
+    training columns fall back to the committed summary.json when out/study is not on this machine."""
+    before = {r["run"]: r for r in _load(RESULTS / "summary.json").get("runs", [])}
     rows = []
     for name, (loss, la) in RUNS.items():
         meta = _load(OUT / name / "meta.json")
+        if not meta and name in before:
+            old = before[name]
+            meta = {"step": old.get("steps"), "wall_seconds": old.get("wall_seconds"),
+                    "metrics": {"valid": old.get("valid", {})}}
         ev = _load(RESULTS / f"eval-{name}.json").get("summary", {})
         lat = _load(RESULTS / f"latency-{name}.json")
         served = next((s for s in lat.get("systems", []) if s.get("system", "").startswith("rtperformer")), {})
