@@ -108,11 +108,15 @@ def tiny_model_dir(tmp_path_factory):
     return d
 
 
+def _fill_frames(mode: str, step_frames: int) -> int:
+    return 768 if mode == "window" else (384 if step_frames == 1 else 2 * 256 * step_frames + 512)
+
+
 def _serve_config(tmp: Path, mode: str, step_frames: int = 1) -> Path:
     """The server's config; ``step_frames`` > 1 (longer steps, more ring) keeps a full-size model free of
     underruns on a loaded machine, where the tiny model's tests use the low-latency defaults."""
     p = tmp / f"serve-{mode}.yaml"
-    fill = 768 if mode == "window" else (384 if step_frames == 1 else 2 * 256 * step_frames + 512)
+    fill = _fill_frames(mode, step_frames)
     p.write_text(
         "render:\n"
         f"  mode: {mode}\n"
@@ -191,8 +195,10 @@ def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "stre
     import soundfile as sf
 
     recorded, rec_rate = sf.read(rec, dtype="float32", always_2d=True)
+    # output buffering after the render: the ring's fill target, up to one more step, one JACK period
+    out_delay = (_fill_frames(mode, step_frames) + 256 * (step_frames + 1)) / rate
     return dict(captured=captured, recorded=recorded, rate=rate, rec_rate=rec_rate, base=base, notes=notes,
-                chord_t=chord_t, xruns=xruns, stderr="".join(err))
+                chord_t=chord_t, xruns=xruns, stderr="".join(err), out_delay=out_delay)
 
 
 def check_session(m, check_pitch: bool):
@@ -205,7 +211,10 @@ def check_session(m, check_pitch: bool):
     for on, off, pitch in m["notes"]:
         a, b = f(on), f(off)
         held = x[a:b]
-        after = x[f(off + RELEASE) + int(0.1 * rate): f(off + RELEASE) + int(0.3 * rate)]
+        # from 0.1 s after the gate closes (release + 20 ms fade, heard out_delay later) to 0.2 s on, before
+        # the next note (gap 0.5 s) can sound
+        quiet = off + RELEASE + m["out_delay"]
+        after = x[f(quiet) + int(0.1 * rate): f(quiet) + int(0.3 * rate)]
         assert np.all(after == 0.0), f"note {pitch} still sounds after its release"
         if _rms(held) <= 1e-4:
             silent.append(pitch)
@@ -223,7 +232,7 @@ def check_session(m, check_pitch: bool):
     assert len(silent) <= allowed, f"no sound for notes {silent} (probe xruns {m['xruns']})"
     chord = f(m["chord_t"])
     assert _rms(x[chord: chord + int(0.3 * rate)]) > 1e-4
-    tail = x[f(m["chord_t"] + 0.3 + RELEASE) + int(0.15 * rate):]
+    tail = x[f(m["chord_t"] + 0.3 + RELEASE + m["out_delay"]) + int(0.15 * rate):]
     assert len(tail) > 0.1 * rate and np.all(tail == 0.0), "all-notes-off left a note sounding"
 
     # --record holds exactly what JACK received from the server, checked per 0.1 s chunk. A JACK xrun can
