@@ -416,23 +416,13 @@ def effective_config(cfg: Config, steps: int | None = None, loss: str | None = N
             raise UserError(f"--lookahead needs a streaming model and a value >= 0, got {lookahead} for a "
                             f"{cfg.model.form} model")
         cfg = cfg.replace(model=dataclasses.replace(cfg.model, lookahead_frames=lookahead))
-    changes: dict[str, Any] = {}
-    if threads is not None:
-        if threads < 0:
-            raise UserError(f"--threads must be >= 0 (0: torch's default), got {threads}")
-        changes["num_threads"] = threads
-    if valid_every is not None:
-        changes["valid_every"] = valid_every
-    if batch_size is not None:
-        changes["batch_size"] = batch_size
-    if steps is not None:
-        if steps < 1:
-            raise UserError(f"--steps must be >= 1, got {steps}")
-        changes["steps"] = steps
-    if loss is not None:
-        changes["loss"] = loss
-    if seed is not None:
-        changes["seed"] = seed
+    if threads is not None and threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: torch's default), got {threads}")
+    if steps is not None and steps < 1:
+        raise UserError(f"--steps must be >= 1, got {steps}")
+    given = {"num_threads": threads, "valid_every": valid_every, "batch_size": batch_size, "steps": steps,
+             "loss": loss, "seed": seed}
+    changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     out = cfg.replace(train=dataclasses.replace(cfg.train, **changes)) if changes else cfg
     if out.train.loss not in LOSSES:
         raise UserError(f"train.loss must be one of {', '.join(LOSSES)}, got {out.train.loss!r}")
