@@ -258,7 +258,7 @@ class Voice:
             self.prev_future = None
         self.phase.reset()
         self.istft.reset()
-        warm = self.istft._span // self.hop - 1  # frames whose synthesis reaches the next output sample
+        warm = self.istft.span // self.hop - 1  # earlier frames whose synthesis reaches the next output sample
         if warm > 0:
             self.istft.push(np.zeros((self.n_bins, warm), np.complex64))
         self.idle = False
@@ -473,17 +473,14 @@ class Engine:
         mix = self._mix
         mix[:] = 0.0
         if self._pool is None:
-            for v in self.voices.values():
-                audio = v.render(f0, n)
-                if audio is not None:
-                    mix += audio
+            parts = [v.render(f0, n) for v in self.voices.values()]
         else:  # the model runtimes and the phase code release the GIL: voices overlap on the cores
             first, *rest = self.voices.values()
             futures = [self._pool.submit(v.render, f0, n) for v in rest]
             parts = [first.render(f0, n)] + [f.result() for f in futures]
-            for audio in parts:  # summed in voice order: the same mix as one thread
-                if audio is not None:
-                    mix += audio
+        for audio in parts:  # summed in voice order: the same mix either way
+            if audio is not None:
+                mix += audio
         out = mix * self.master
         self.frame = f0 + n
         if self._resampler is not None:

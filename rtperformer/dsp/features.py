@@ -32,10 +32,11 @@ def gaussian_lambda(n_fft: int) -> float:
     return 0.25645 * float(n_fft) ** 2
 
 
-def steady_window_sum(n_fft: int, hop: int) -> np.ndarray:
-    """sum_j w(r + j*hop)^2 for r in [0, hop): the overlap-added squared window far from the ends, (hop,)."""
-    w2 = hann(n_fft).astype(np.float64) ** 2
-    pad = (-n_fft) % hop
+def steady_window_sum(n_fft: int, hop: int, w2: np.ndarray | None = None) -> np.ndarray:
+    """sum_j w(r + j*hop)^2 for r in [0, hop): the overlap-added squared window far from the ends, (hop,).
+    ``w2``: another (e.g. trimmed) squared window in place of the Hann window of ``n_fft``."""
+    w2 = hann(n_fft).astype(np.float64) ** 2 if w2 is None else np.asarray(w2, np.float64)
+    pad = (-len(w2)) % hop
     return np.pad(w2, (0, pad)).reshape(-1, hop).sum(axis=0)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from rtperformer.config import AudioConfig
-from rtperformer.dsp.features import hann
+from rtperformer.dsp.features import hann, steady_window_sum
 
 
 class StreamingISTFT:
@@ -41,9 +41,8 @@ class StreamingISTFT:
         self.delay_samples = self.n_fft // 2 - self.trim
         self._w = hann(self.n_fft)[self.trim:].copy()  # the synthesised part of the frame
         self._w2 = (self._w * self._w).astype(np.float32)
-        self._span = self.n_fft - self.trim
-        steady = np.pad(self._w2.astype(np.float64), (0, (-self._span) % self.hop)).reshape(-1, self.hop).sum(axis=0)
-        self._floor = np.float32(0.1 * steady.min())
+        self.span = self.n_fft - self.trim  # samples each frame contributes to
+        self._floor = np.float32(0.1 * steady_window_sum(self.n_fft, self.hop, self._w2).min())
         # acc[0] is the next output sample; it spans one frame plus one hop of slack.
         self._acc = np.zeros(self.n_fft + self.hop, dtype=np.float32)
         self._wsum = np.zeros(self.n_fft + self.hop, dtype=np.float32)
@@ -64,7 +63,7 @@ class StreamingISTFT:
         if n == 0:
             return out
         frames = np.fft.irfft(spec.T, n=n_fft, axis=1)  # (n, n_fft) float32 for complex64 input
-        acc, wsum, floor, t, m = self._acc, self._wsum, self._floor, self.trim, self._span
+        acc, wsum, floor, t, m = self._acc, self._wsum, self._floor, self.trim, self.span
         frame = self._frame[:m]
         for j in range(n):
             np.multiply(frames[j, t:], self._w, out=frame)
@@ -80,7 +79,7 @@ class StreamingISTFT:
 
     def flush(self) -> np.ndarray:
         """Return the n_fft - trim - hop samples still pending after the last frame, float32, and reset."""
-        m = self._span - self.hop
+        m = self.span - self.hop
         out = self._acc[:m] / np.maximum(self._wsum[:m], self._floor)
         self.reset()
         return out.astype(np.float32)
