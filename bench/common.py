@@ -45,6 +45,19 @@ def machine() -> dict:
     return info
 
 
+def read_json(path: Path) -> dict | None:
+    """A results file's contents, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def num(v, fmt: str = ".3f") -> str:
+    """A table cell: ``v`` formatted, "-" when missing."""
+    return "-" if v is None else format(v, fmt)
+
+
 def write_json(data: dict, path: Path) -> Path:
     """Write ``data`` as indented JSON via a temp file and rename."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=False) + "\n"))

@@ -151,7 +151,7 @@ def bench_paper(src: str, device: str, window: int, deadline: float, log, which=
         else:
             if device == "cuda":
                 record("tensorrt-fp16", tensorrt)
-    del model
+    model = None  # free the weights (the closures above are done with it)
     if device == "cuda":
         torch.cuda.empty_cache()
     return out

@@ -6,23 +6,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
-
-
-def _load(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _f(v, fmt=".3f"):
-    return "-" if v is None else format(v, fmt)
+from common import RESULTS, num, read_json  # noqa: E402
 
 
 def machine_line(m: dict) -> str:
@@ -56,14 +44,14 @@ def throughput_tables(data: dict) -> str:
             e1, e3 = r.get("engine_1", {}), r.get("engine_3", {})
             per = e3.get("rtf") / 3 if e3.get("rtf") is not None else None
             per_cpu = e3.get("cpu_rtf") / 3 if e3.get("cpu_rtf") is not None else None
-            w = lambda d: f"{_f(d.get('rtf'))} ({_f(d.get('cpu_rtf'))})"  # noqa: E731
-            vt = lambda d: f"{_f(d.get('rtf'))} / {d.get('simulated_underruns')}" if d else "-"  # noqa: E731
+            w = lambda d: f"{num(d.get('rtf'))} ({num(d.get('cpu_rtf'))})"  # noqa: E731
+            vt = lambda d: f"{num(d.get('rtf'))} / {d.get('simulated_underruns')}" if d else "-"  # noqa: E731
             out.append(f"| {r['backend']} | {r['chunk']} | {w(r['model'])} | {w(e1)} | {w(e3)} | "
-                       f"{_f(per)} ({_f(per_cpu)}) | {_f(e3.get('step_ms_p99'), '.2f')} | "
+                       f"{num(per)} ({num(per_cpu)}) | {num(e3.get('step_ms_p99'), '.2f')} | "
                        f"{e1.get('simulated_underruns', '-')} / {e3.get('simulated_underruns', '-')} / {e3.get('steps', '-')} "
-                       f"({_f(e3.get('ring_ms'), '.1f')}) | "
+                       f"({num(e3.get('ring_ms'), '.1f')}) | "
                        f"{vt(r.get('engine_3_threads'))} | "
-                       f"{_f(r['build_s'] + r['first_call_s'], '.2f')} |")
+                       f"{num(r['build_s'] + r['first_call_s'], '.2f')} |")
         ph = m.get("phase", {})
         out += ["", "Phase stage per frame (ms): " + ", ".join(
             f"{k.replace('_ms_per_frame', '')} {v:.3f}" for k, v in ph.items() if k.endswith("_ms_per_frame"))
@@ -95,10 +83,10 @@ def latency_table(data: dict) -> str:
             continue
         out.append(f"| {s['system']} | {s['n']} | {s['min_ms']:.2f} | {s['median_ms']:.2f} | {s['p95_ms']:.2f} | "
                    f"{s['p99_ms']:.2f} | {s['max_ms']:.2f} | {s['jitter_p95_p5_ms']:.2f} | {s['std_ms']:.2f} | "
-                   f"{_f(s.get('first_sound', {}).get('median_ms'), '.2f')} / "
-                   f"{_f(s.get('first_sound', {}).get('p99_ms'), '.2f')} | "
+                   f"{num(s.get('first_sound', {}).get('median_ms'), '.2f')} / "
+                   f"{num(s.get('first_sound', {}).get('p99_ms'), '.2f')} | "
                    f"{s['xruns_probe']} | {s.get('dropout_events', '-')} | {s['invalid'] or '-'} | "
-                   f"{_f(s.get('median_vs_fluidsynth'), '.2f')} |")
+                   f"{num(s.get('median_vs_fluidsynth'), '.2f')} |")
     status = [f"- {s['system']}: `{s['server_status']}`" for s in data["systems"] if s.get("server_status")]
     if status:
         out += ["", "Server's own last status line:", *status]
@@ -108,11 +96,11 @@ def latency_table(data: dict) -> str:
 def markdown(results: Path = RESULTS) -> str:
     parts = []
     for name in ("throughput.json", "offline.json"):
-        tp = _load(results / name)
+        tp = read_json(results / name)
         if tp:
             parts += [f"### Throughput, {name}", "", throughput_tables(tp)]
     for path in sorted(results.glob("latency*.json")):
-        lat = _load(path)
+        lat = read_json(path)
         if lat:
             parts += [f"### Latency (ms), {path.name}", "", latency_table(lat)]
     return "\n".join(parts) if parts else "(no results in bench/results yet)"

@@ -18,7 +18,6 @@ thread per run, all five at once on the same machine so they share its load.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import num, read_json, write_json  # noqa: E402
 
 OUT = REPO / "out" / "study"
 RESULTS = REPO / "bench" / "results" / "study"
@@ -83,13 +82,6 @@ def latency_all(events: int) -> None:
             sys.exit(f"latency failed for {n}")
 
 
-def _load(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def _pipeline_ms(status: str) -> float | None:
     """The server's own note-on -> first output sample median from its status line ("note->out 2.3/5.0ms")."""
     m = re.search(r"note->out ([0-9.]+)/", status)
@@ -99,16 +91,16 @@ def _pipeline_ms(status: str) -> float | None:
 def summary() -> dict:
     """One row per run from out/study (training, not in git) and bench/results/study (eval, latency); the
     training columns fall back to the committed summary.json when out/study is not on this machine."""
-    before = {r["run"]: r for r in _load(RESULTS / "summary.json").get("runs", [])}
+    before = {r["run"]: r for r in (read_json(RESULTS / "summary.json") or {}).get("runs", [])}
     rows = []
     for name, (loss, la) in RUNS.items():
-        meta = _load(OUT / name / "meta.json")
+        meta = (read_json(OUT / name / "meta.json") or {})
         if not meta and name in before:
             old = before[name]
             meta = {"step": old.get("steps"), "wall_seconds": old.get("wall_seconds"),
                     "metrics": {"valid": old.get("valid", {})}}
-        ev = _load(RESULTS / f"eval-{name}.json").get("summary", {})
-        lat = _load(RESULTS / f"latency-{name}.json")
+        ev = (read_json(RESULTS / f"eval-{name}.json") or {}).get("summary", {})
+        lat = (read_json(RESULTS / f"latency-{name}.json") or {})
         served = next((s for s in lat.get("systems", []) if s.get("system", "").startswith("rtperformer")), {})
         fs = next((s for s in lat.get("systems", []) if s.get("system") == "fluidsynth"), {})
         m, t = ev.get("model", {}), ev.get("target", {})
@@ -131,7 +123,7 @@ def summary() -> dict:
 
 
 def table(data: dict) -> str:
-    f = lambda v, fmt=".2f": "-" if v is None else format(v, fmt)  # noqa: E731
+    f = lambda v, fmt=".2f": num(v, fmt)  # noqa: E731
     out = ["| run | loss | lookahead | steps | valid mse / l1 / sc | LSD dB (attack) | LSD audio dB | level dB | "
            "sharpness dB (target) | pitch median cents (<50c) | onset error ms: abs (signed); target abs | "
            "live onset median / p99 ms (pipeline) |",

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -389,9 +389,9 @@ class Engine:
 
             from rtperformer.rtsched import set_realtime
 
-            prio = int(cfg.serve.realtime_priority)
+            prio = int(cfg.serve.realtime_priority)  # set_realtime ignores 0 (off)
             self._pool = ThreadPoolExecutor(n_threads - 1, thread_name_prefix="voice",
-                                            initializer=(lambda: set_realtime(prio)) if prio > 0 else None)
+                                            initializer=lambda: set_realtime(prio))
         self.busy_s = 0.0  # time spent in render_step
         self.rendered_s = 0.0  # audio produced, seconds
         self.unknown_programs = 0

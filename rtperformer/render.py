@@ -179,7 +179,6 @@ def _window_frames(model, W, C, inputs, T, progress):
     import torch
 
     C = max(0, min(C, W - 1))
-    S = W - C
     fade_in = (np.arange(1, C + 1, dtype=np.float32) / (C + 1))[None, :]
     xbuf = np.zeros((inputs.channels, 0), np.float32)
     pending = None  # last C output frames of the previous window
@@ -522,9 +521,10 @@ def render_score(score: Score, parts: list[Part], models: dict[str, tuple[Any, A
             return render_part(parts[i], model, cfg, seconds, work / f"{i}-{parts[i].instrument}.wav", rate,
                                preview=png is not None, progress_bar=progress_bar, bar_position=i)
 
-        workers = max(1, min(len(parts), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                             else (os.cpu_count() or 1)))
-        if workers == 1:
+        from rtperformer.backends.base import cpu_threads
+
+        workers = min(len(parts), cpu_threads())
+        if workers <= 1:
             results = [one(i) for i in range(len(parts))]
         else:
             from concurrent.futures import ThreadPoolExecutor

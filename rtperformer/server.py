@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -31,7 +30,6 @@ import numpy as np
 from rtperformer.audio.recorder import WavRecorder
 from rtperformer.audio.ring import AudioRing, EventRing
 from rtperformer.config import Config
-from rtperformer.errors import UserError
 from rtperformer.rtsched import set_realtime
 
 

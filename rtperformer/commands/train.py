@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
         ds = SyntheticWindows(cfg, seed=cfg.train.seed + 1000 * rank)
         data = (ds, ds.valid(max(8, min(cfg.train.valid_windows, 64))), {"synthetic": True})
     try:
-        res = train(cfg, out, resume=args.resume, init_from=args.init_from, minutes=args.minutes, device=args.device, data=data,
-                    progress=not args.no_progress)
+        res = train(cfg, out, resume=args.resume, init_from=args.init_from, minutes=args.minutes,
+                    device=args.device, data=data, progress=not args.no_progress)
     finally:
         finish_distributed()
     if dist_env()[0] == 0:

@@ -104,7 +104,7 @@ class RTISILA:
         mag = np.ascontiguousarray(mag, dtype=np.float32)
         n = mag.shape[1]
         out = np.empty((self.n_bins, n), dtype=np.complex64)
-        a, N, F, L = self.hop, self.n_fft, self._F, self.lookahead
+        a, N, L = self.hop, self.n_fft, self.lookahead
         init_spec = self._pghi.process(mag) if self._pghi is not None else None
         w, ws = self._w, self._ws
         acc, contrib, mags, spec, tmp = self._acc, self._contrib, self._mags, self._spec, self._tmp
