@@ -143,7 +143,8 @@ def _run(args) -> int:
 
     from rtperformer.audio.output import PacedOutput
     from rtperformer.audio.recorder import WavRecorder
-    from rtperformer.audio.ring import AudioRing, EventRing
+    from rtperformer.audio.ring import AudioRing
+    from rtperformer.midi.queue import MidiQueue
     from rtperformer.config import Config, load_config
     from rtperformer.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
@@ -192,7 +193,7 @@ def _run(args) -> int:
     wav_path = out_dir / "demo.wav"
     low_rt = 1 if cfg.serve.realtime_priority > 0 else 0
     recorder = WavRecorder(wav_path, rate, int(cfg.serve.channels), ring=record_ring, realtime_priority=low_rt)
-    events = EventRing(int(cfg.serve.event_queue))
+    events = MidiQueue(int(cfg.serve.event_queue))
     output = PacedOutput(ring, rate, block, int(cfg.serve.channels), record_ring=record_ring,
                          realtime_priority=int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0)
     replay = FileReplaySource(events, output.sample_clock, messages, start_delay=0.3, realtime_priority=low_rt)

@@ -44,6 +44,7 @@ import numpy as np
 from rtperformer.config import Config
 from rtperformer.dsp.features import to_magnitude
 from rtperformer.errors import UserError
+from rtperformer.midi import decode as dec
 from rtperformer.midi.score import PROGRAM_INSTRUMENTS
 
 # Program change -> instrument live: the score programs (40, 42, 73) and their neighbours (41 viola,
@@ -395,6 +396,7 @@ class Engine:
         self.busy_s = 0.0  # time spent in render_step
         self.rendered_s = 0.0  # audio produced, seconds
         self.unknown_programs = 0
+        self.midi = dec.DecodeStats()  # messages applied / dropped as malformed
 
     # -- events (render thread) --------------------------------------------------------------
     def push(self, sample_time: int, data: bytes, wall: float = 0.0) -> None:
@@ -413,46 +415,47 @@ class Engine:
         return self.voices[self.channel_instrument[ch]]
 
     def _apply(self, frame: int, data: bytes, wall: float, stamp: int, f0: int) -> None:
-        status = data[0] & 0xF0
-        ch = data[0] & 0x0F
+        m = self.midi.decode(data)  # garbage (bad status/data bytes, wrong length) is dropped and counted
+        if m is None or m.kind == dec.SYSTEM:
+            return
+        ch = m.channel
         sample = frame * self.hop
-        if status == 0x90 and len(data) >= 3 and data[2] > 0:
+        if m.kind == dec.NOTE_ON:
             name = self.channel_instrument[ch]
-            self._held[(ch, data[1])] = name
+            self._held[(ch, m.a)] = name
             self.voices[name].roll.apply((sample, data))
             offset = (frame - f0 + self.voices[name].delay_frames) * self.hop
-            self.onsets.append(Onset(stamp, wall, int(offset * self.out_rate / self.sample_rate), data[1], name))
-        elif status in (0x80, 0x90) and len(data) >= 3:
-            name = self._held.pop((ch, data[1]), self.channel_instrument[ch])
+            self.onsets.append(Onset(stamp, wall, int(offset * self.out_rate / self.sample_rate), m.a, name))
+        elif m.kind == dec.NOTE_OFF:
+            name = self._held.pop((ch, m.a), self.channel_instrument[ch])
             self.voices[name].roll.apply((sample, data))
-        elif status == 0xB0 and len(data) >= 3:
-            cc, val = data[1], data[2]
-            if cc == 7:
+        elif m.kind == dec.CONTROL:
+            cc, val = m.a, m.b
+            if cc == dec.CC_VOLUME:
                 self._voice_of(ch).volume = (val / 127.0) ** 2
-            elif cc == 11:
+            elif cc == dec.CC_EXPRESSION:
                 v = self._voice_of(ch)
                 if not v.has_expression:
                     v.expression_gain = (val / 127.0) ** 2
                 v.roll.apply((sample, data))
-            elif cc in (64, 120, 121, 123):
+            elif cc in (dec.CC_SUSTAIN, dec.CC_ALL_SOUND_OFF, dec.CC_RESET_ALL_CONTROLLERS, dec.CC_ALL_NOTES_OFF):
                 for v in self.voices.values():
                     v.roll.apply((sample, data))
-                    if cc == 120:
+                    if cc == dec.CC_ALL_SOUND_OFF:
                         v.kill = True
-                if cc in (120, 123):
+                if cc in (dec.CC_ALL_SOUND_OFF, dec.CC_ALL_NOTES_OFF):
                     for key in [k for k in self._held if k[0] == ch]:
                         del self._held[key]
             else:
                 self._voice_of(ch).roll.apply((sample, data))
-        elif status == 0xC0 and len(data) >= 2:
-            name = LIVE_PROGRAMS.get(data[1])
+        elif m.kind == dec.PROGRAM:
+            name = LIVE_PROGRAMS.get(m.a)
             if name in self.voices:
                 self.channel_instrument[ch] = name
             else:
                 self.unknown_programs += 1
-        elif status == 0xE0 and len(data) >= 3:
-            bend = ((data[2] << 7) | data[1]) - 8192
-            self._voice_of(ch).set_bend(bend / 8192.0 * self.bend_range)
+        elif m.kind == dec.PITCH_BEND:
+            self._voice_of(ch).set_bend(m.a / 8192.0 * self.bend_range)
 
     # -- rendering ---------------------------------------------------------------------------
     def render_step(self) -> np.ndarray:

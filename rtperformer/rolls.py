@@ -28,18 +28,18 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
-from rtperformer.midi.events import (
+from rtperformer.midi.decode import (
     CC_ALL_NOTES_OFF,
     CC_ALL_SOUND_OFF,
     CC_EXPRESSION,
     CC_RESET_ALL_CONTROLLERS,
     CC_SUSTAIN,
-    CONTROL_CHANGE,
+    CONTROL,
     NOTE_OFF,
     NOTE_ON,
-    seconds_to_sample,
-    timeline,
+    decode,
 )
+from rtperformer.midi.events import seconds_to_sample, timeline
 
 N_PITCHES = 128
 # Velocity written into the velocity roll when the render config is not velocity sensitive.
@@ -219,19 +219,21 @@ class NoteTracker:
             self._sustain(frame, ch, False)
 
     def feed(self, frame: int, data: bytes, voice: Hashable = None) -> None:
-        """Apply one raw message; ``voice`` defaults to the message's channel. Others are ignored."""
-        if len(data) < 3:
+        """Apply one raw message; ``voice`` defaults to the message's channel. Malformed messages
+        (:func:`rtperformer.midi.decode.decode` returns None) and other kinds are ignored."""
+        m = decode(data)
+        if m is None:
             return
-        status, ch = data[0] & 0xF0, data[0] & 0x0F
+        ch = m.channel
         voice = ch if voice is None else voice
-        if status == NOTE_ON and data[2] > 0:
+        if m.kind == NOTE_ON:
             self._see(frame, ch)
-            self._note_on(frame, voice, ch, data[1], data[2])
-        elif status == NOTE_OFF or status == NOTE_ON:
-            self._note_off(frame, voice, ch, data[1])
-        elif status == CONTROL_CHANGE:
+            self._note_on(frame, voice, ch, m.a, m.b)
+        elif m.kind == NOTE_OFF:
+            self._note_off(frame, voice, ch, m.a)
+        elif m.kind == CONTROL:
             self._see(frame, ch)
-            self._control(frame, ch, data[1], data[2])
+            self._control(frame, ch, m.a, m.b)
 
     def forget_before(self, frame: int) -> None:
         """Drop closed notes and expression steps that can no longer affect frames >= ``frame``."""

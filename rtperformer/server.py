@@ -3,7 +3,7 @@
 :class:`LiveSession` wires the threads around one :class:`~rtperformer.engine.Engine`:
 
 - MIDI (rtmidi's thread, or the file replay thread): stamp with the audio sample clock, push onto a
-  preallocated :class:`~rtperformer.audio.ring.EventRing`. Nothing else.
+  preallocated :class:`~rtperformer.midi.queue.MidiQueue` (which never loses a note-off). Nothing else.
 - render thread (this module): drain the queue into the engine, and whenever the output ring holds less
   than ``serve.target_fill_blocks`` blocks render one more step and write it; otherwise sleep until about
   the next callback. It runs with SCHED_FIFO ``serve.realtime_priority`` when the OS allows.
@@ -23,13 +23,15 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from rtperformer.audio.recorder import WavRecorder
-from rtperformer.audio.ring import AudioRing, EventRing
+from rtperformer.audio.ring import AudioRing
 from rtperformer.config import Config
+from rtperformer.midi.queue import MidiQueue
 from rtperformer.rtsched import set_realtime
 
 
@@ -59,15 +61,20 @@ def ring_capacity(cfg: Config, engine) -> int:
     return max(int(cfg.serve.ring_blocks) * block, fill_target(cfg, engine) + step_frames_out(engine) + block)
 
 
+LATENCY_WINDOW = 4096  # note-ons the latency figures cover (the most recent ones)
+ONSET_LOG = 65536  # note-ons kept in LiveSession.onset_log (the most recent ones)
+
+
 @dataclass
 class LatencyStats:
     """Note-on stamp -> the callback that sends the note's first sample, in output samples (render thread
-    appends). Excludes the device's own output latency and the window's rise time."""
+    appends). Excludes the device's own output latency and the window's rise time. A fixed-size ring of
+    the last ``LATENCY_WINDOW`` notes: memory and the status line's cost do not grow with uptime."""
 
-    samples: list = field(default_factory=list)
+    samples: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
 
     def ms(self, rate: int) -> tuple[float, float, int]:
-        """(median, p95) in ms and the count; (nan, nan, 0) when empty."""
+        """(median, p95) in ms over the window and its count; (nan, nan, 0) when empty."""
         s = list(self.samples)
         if not s:
             return float("nan"), float("nan"), 0
@@ -78,7 +85,7 @@ class LatencyStats:
 class LiveSession:
     """One engine, one output (AudioOutput or PacedOutput), one event queue, an optional recording."""
 
-    def __init__(self, engine, output, ring: AudioRing, events: EventRing, cfg: Config,
+    def __init__(self, engine, output, ring: AudioRing, events: MidiQueue, cfg: Config,
                  record_ring: AudioRing | None = None, recorder: WavRecorder | None = None,
                  backend_name: str = "", quiet: bool = False):
         self.engine = engine
@@ -97,11 +104,13 @@ class LiveSession:
                              f"plus one step; size it with ring_capacity()")
         self.rate = int(output.samplerate)
         self.latency = LatencyStats()
-        self.onset_log: list[tuple[int, int, int, str]] = []  # (stamp, output sample, pitch, instrument)
+        # (stamp, output sample, pitch, instrument) of the last ONSET_LOG note-ons
+        self.onset_log: deque[tuple[int, int, int, str]] = deque(maxlen=ONSET_LOG)
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self.realtime = False
         self.error: BaseException | None = None
+        self.status_fields: list = []  # callables -> str, appended to the status line (MIDI, recorder)
 
     # -- render thread -----------------------------------------------------------------------
     def _render_loop(self) -> None:
@@ -161,7 +170,8 @@ class LiveSession:
         lat = f"{med:.1f}/{p95:.1f}ms(n={n})" if n else "-"
         return (f"notes {self.engine.notes_held:2d}  rtf {self.engine.rtf:.2f}  ring {fill_ms:5.1f}ms  "
                 f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  est.latency {est:.1f}ms  "
-                f"note->out {lat}  {self.backend_name}{' rt' if self.realtime else ''}")
+                f"note->out {lat}  {self.backend_name}{' rt' if self.realtime else ''}"
+                + "".join("  " + f() for f in self.status_fields))
 
     def run(self, until=None, status_every: float = 0.5) -> None:
         """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile.
@@ -196,6 +206,23 @@ class LiveSession:
             raise self.error
 
 
+def midi_status(source, events: MidiQueue, engine) -> str:
+    """The status line's MIDI field: ``midi <received> [bad N] [dropped N] [coalesced N] [<port message>]``."""
+    parts = [f"midi {source.received}"]
+    if getattr(source, "early", 0):
+        parts.append(f"early {source.early}")
+    if engine.midi.invalid:
+        parts.append(f"bad {engine.midi.invalid}")
+    if events.dropped:
+        parts.append(f"dropped {events.dropped}")
+    if events.coalesced:
+        parts.append(f"coalesced {events.coalesced}")
+    notice = getattr(source, "notice", "")
+    if notice:
+        parts.append(notice)
+    return " ".join(parts)
+
+
 def _jack_ports_of(client_prefix: str) -> list[str]:
     """Audio output ports whose client name starts with ``client_prefix`` (a short-lived, never activated
     JACK-Client: safe after the rtmidi client exists)."""
@@ -222,7 +249,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
     os.environ.setdefault("JACK_NO_START_SERVER", "1")
     sys.setswitchinterval(0.0005)  # the callback thread must get the GIL quickly
     api = midi_api or default_api()
-    events = EventRing(int(cfg.serve.event_queue))
+    events = MidiQueue(int(cfg.serve.event_queue))
     block = int(cfg.serve.block_size)
     holder: dict = {}
 
@@ -233,7 +260,10 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
     # MIDI first: opening rtmidi's JACK client before PortAudio's avoids the JACK ordering trap.
     if not virtual and not midi_port:
         virtual = "in"
-    source = RtMidiSource(events, clock, api, port=midi_port, virtual=virtual, client_name=client_name)
+    # Armed only once the engines are built and the audio runs: what arrives before is dropped, not
+    # queued to fire all at once when the first step renders.
+    source = RtMidiSource(events, clock, api, port=midi_port, virtual=virtual, client_name=client_name,
+                          armed=False)
     output = None
     recorder = None
     session = None
@@ -261,7 +291,9 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         stop = session.stop_event
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        session.status_fields.append(lambda: midi_status(source, events, engine))
         session.start()
+        source.arm()
         ports = _jack_ports_of(f"{client_name}-out") if hostapi == JACK_HOSTAPI else []
         audio = ",".join(ports) if ports else dev_info["name"]
         print(f"ready: midi={source.port_name} audio={audio}", flush=True)

@@ -2,7 +2,7 @@
 MIDI-file replay for tests and the demo.
 
 Every source does one thing with a message: stamp it with the audio sample clock and push it onto a
-preallocated :class:`~rtperformer.audio.ring.EventRing`. All other work belongs to the render thread.
+preallocated queue (:class:`~rtperformer.midi.queue.MidiQueue`). All other work belongs to the render thread.
 
 JACK detection (:func:`jack_server_running`) connects to the server's socket instead of opening a
 libjack client, so a missing server never prints libjack's noise and never starts a server.
@@ -18,7 +18,6 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from rtperformer.audio.ring import EventRing
 from rtperformer.errors import UserError
 from rtperformer.rtsched import set_realtime
 
@@ -129,14 +128,18 @@ class RtMidiSource:
     the JACK process thread) and only stamps and pushes.
     """
 
-    def __init__(self, queue: EventRing, clock: Callable[[], int], api: str,
-                 port: str | None = None, virtual: str | None = None, client_name: str = "rtperformer"):
+    def __init__(self, queue, clock: Callable[[], int], api: str,
+                 port: str | None = None, virtual: str | None = None, client_name: str = "rtperformer",
+                 armed: bool = True):
         if api not in APIS:
             raise UserError(f"unknown MIDI API '{api}' (choose jack or alsa)")
         self.queue = queue
         self.clock = clock
         self.api = api
         self.received = 0
+        self.early = 0  # messages that arrived before arm() and were dropped
+        self.armed = bool(armed)
+        self.notice = ""  # a message for the status line ("" when all is well)
         self._in = _open_midi_in(api, client_name)
         try:
             if virtual:
@@ -157,7 +160,14 @@ class RtMidiSource:
             raise UserError(f"cannot open MIDI port: {exc}") from None
         self._in.set_callback(self._on_message)
 
+    def arm(self) -> None:
+        """Start queueing messages (before this they are dropped and counted in ``early``)."""
+        self.armed = True
+
     def _on_message(self, event, data=None):  # rtmidi thread: stamp and queue, nothing else
+        if not self.armed:
+            self.early += 1
+            return
         self.queue.push(self.clock(), event[0], time.perf_counter())
         self.received += 1
 
@@ -204,7 +214,7 @@ class FileReplaySource:
     """Replays a list of :class:`TimedMessage` in real time into ``queue`` (a thread), stamping each
     with ``clock()`` when it is sent, as a live port would. ``start_delay`` seconds of lead-in."""
 
-    def __init__(self, queue: EventRing, clock: Callable[[], int], messages: list[TimedMessage],
+    def __init__(self, queue, clock: Callable[[], int], messages: list[TimedMessage],
                  start_delay: float = 0.2, speed: float = 1.0, realtime_priority: int = 0):
         self.queue = queue
         self.clock = clock
