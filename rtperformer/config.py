@@ -109,7 +109,7 @@ class ServeConfig:
     default_instrument: str = "violin"
     gain: float = 1.0
     channels: int = 2  # audio output channels (the mono mix on each)
-    backend: str = "onnx"  # streaming model runtime (rtperformer.backends; falls back to torch; "auto" = fastest)
+    backend: str = "onnx"  # streaming model runtime (rtperformer.backends; unavailable = exit 2; "auto" = fastest)
     step_frames: int = 1  # streaming mode: frames per model step
     window_step_frames: int = 4  # window mode: frames rendered per offline window run
     window_future_frames: int = 8  # window mode: future frames filled by extending held notes

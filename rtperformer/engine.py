@@ -114,18 +114,21 @@ def _bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _make_backend(name: str, inst: Instrument, n_step: int):
-    """The runtime for ``inst``'s streaming steps: ``name`` ("auto": the fastest available); "onnx"
-    falls back to torch when onnxruntime is missing or the export fails."""
-    from rtperformer.backends import make_backend, select_backend
+    """The runtime for ``inst``'s streaming steps: ``name`` ("auto": the fastest available). A backend that
+    is unavailable or fails to build for this model is a one-line UserError, never a silent fallback."""
+    from rtperformer.backends import make_backend, require, select_backend
 
     if name == "auto":
         return select_backend(inst.model, inst.cfg, n_step, model_dir=inst.model_dir)
+    require(name)
     try:
         return make_backend(name, inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
-    except Exception:
-        if name != "onnx":
-            raise
-        return make_backend("torch", inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
+    except UserError:
+        raise
+    except Exception as exc:  # an export or runtime that fails on this model
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"backend '{name}' failed for model '{inst.name}': {type(exc).__name__}: {first} "
+                        "(choose another with --backend, e.g. torch)") from None
 
 
 class Voice:

@@ -148,3 +148,39 @@ def test_midi_sent_while_engines_build_does_not_fire_later(jack_server, tiny_mod
     assert np.all(x[:on] == 0.0), "a note-on sent before the server was ready sounds"
     assert _rms(x[on + int(0.05 * rate): on + int(0.4 * rate)]) > 1e-4, "the note after ready is silent"
     assert " early 1" in err.strip().splitlines()[-1]
+
+
+def test_serve_without_onnxruntime_is_one_line_exit_2(jack_server, tiny_model_dir, tmp_path):
+    """onnxruntime not importable (shadowed by a package that raises ImportError, as when it is not
+    installed) and the config asks for onnx: one line naming it, exit 2, before any model loads. On main
+    the server silently fell back to eager torch."""
+    import sys
+
+    from test_jack_serve import REPO
+
+    shadow = tmp_path / "shadow" / "onnxruntime"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'onnxruntime'\", name='onnxruntime')\n")
+    env = dict(jack_server.env())
+    env["PYTHONPATH"] = f"{shadow.parent}:{env.get('PYTHONPATH', '')}"
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "serve", "--virtual", "x", "--midi-api", "jack",
+                        "--backend", "onnx", "--duration", "2", "--model", f"violin={tiny_model_dir}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "onnxruntime" in r.stderr, r.stderr
+
+
+def test_engine_refuses_an_unavailable_backend(monkeypatch):
+    """The engine itself (also reached by the demo and bench) raises the same one-line error."""
+    import sys
+
+    pytest.importorskip("torch")
+    from test_engine import tiny
+
+    from rtperformer.engine import Engine, Instrument
+    from rtperformer.errors import UserError
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    model, cfg = tiny(serve={"backend": "onnx"})
+    with pytest.raises(UserError, match="backend 'onnx' is not available here: onnxruntime not installed"):
+        Engine([Instrument("violin", model, cfg)], cfg)

@@ -30,7 +30,7 @@ from rtperformer.errors import UserError
 
 __all__ = [
     "Availability", "Backend", "State", "BACKENDS", "backend_class", "available", "make_backend",
-    "select_backend", "engine_path", "measure_step", "cpu_threads",
+    "select_backend", "engine_path", "measure_step", "cpu_threads", "require",
 ]
 
 BACKENDS: dict[str, str] = {
@@ -77,6 +77,19 @@ def available(name: str) -> Availability:
         return backend_class(name).available()
     except UserError as exc:
         return Availability(False, str(exc))
+
+
+def require(name: str) -> None:
+    """Raise a one-line UserError when backend ``name`` is unknown or cannot run here ("auto" always can).
+
+    There is no silent fallback: a server that quietly swaps onnxruntime for eager torch cannot keep up on
+    a small machine, and the player hears underruns instead of reading why."""
+    if name == "auto":
+        return
+    ok = available(name)
+    if not ok:
+        raise UserError(f"backend '{name}' is not available here: {ok.reason} "
+                        "(or choose another with --backend, e.g. torch)")
 
 
 def engine_path(model_dir, name: str, chunk: int) -> Path | None:

@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
     if args.record and not args.record.lower().endswith(".wav"):
         raise UserError(f"--record needs a .wav path, got {args.record}")
 
+    if cfg.render.mode == "streaming":  # a missing runtime (onnxruntime) fails before the models load
+        from rtperformer.backends import require
+
+        require(cfg.serve.backend)
     # The MIDI API and port are checked before the models load, so a missing server or port fails fast.
     from rtperformer.midi.sources import check_midi_api, default_api
 
