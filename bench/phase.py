@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from rtperformer.atomic import atomic_write  # noqa: E402
 from rtperformer.config import AudioConfig  # noqa: E402
-from rtperformer.dsp.features import spectral_convergence, stft  # noqa: E402
+from rtperformer.dsp.features import spectral_convergence_db, stft  # noqa: E402
 from rtperformer.dsp.istft_stream import StreamingISTFT  # noqa: E402
 from rtperformer.dsp.phase import griffin_lim  # noqa: E402
 from rtperformer.dsp.rtisila import RTISILA  # noqa: E402
@@ -124,7 +124,7 @@ def run_streaming(make, cfg: AudioConfig, mag: np.ndarray, trim_hops: int = 0) -
     shift = ist.delay_samples + d * cfg.hop
     y = y[shift : shift + (T - 1) * cfg.hop]
     return {
-        "sc_db": round(spectral_convergence(y, mag, cfg), 2),
+        "sc_db": round(spectral_convergence_db(y, mag, cfg), 2),
         "ms_per_frame_median": round(float(np.median(times)) * 1e3, 4),
         "ms_per_frame_p99": round(float(np.percentile(times, 99)) * 1e3, 4),
         "ms_per_frame_mean": round(float(np.mean(times)) * 1e3, 4),
@@ -140,7 +140,7 @@ def run_offline(kw: dict, cfg: AudioConfig, mag: np.ndarray) -> dict:
     y = griffin_lim(mag, cfg, **kw)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     T = mag.shape[1]
-    return {"sc_db": round(spectral_convergence(y, mag, cfg), 2), "ms_per_frame_mean": round(wall / T * 1e3, 4),
+    return {"sc_db": round(spectral_convergence_db(y, mag, cfg), 2), "ms_per_frame_mean": round(wall / T * 1e3, 4),
             "cpu_ms_per_frame": round(cpu / T * 1e3, 4), "offline": True}
 
 

@@ -1,18 +1,14 @@
 """The render loop's engine: stamped MIDI events in, mixed audio out, one model step at a time.
 
 Owned by one thread (the render thread in ``serve``, the main thread offline). Per instrument a
-:class:`Voice` holds a :class:`~rtperformer.pianoroll.LivePianoroll`, the model runtime and its carried
-state, the streaming phase reconstruction (RTPGHI by default) and the streaming iSTFT. :class:`Engine`
-routes events to voices by MIDI channel and mixes them; :meth:`Engine.render_step` renders the next
+:class:`~rtperformer.voice.Voice` runs the one voice chain (live pianoroll -> model stage -> audio stage ->
+gate; see rtperformer/voice.py). :class:`Engine` routes events to voices by MIDI channel and mixes them; :meth:`Engine.render_step` renders the next
 ``frames_per_step`` frames of every voice (hop samples each, at the model's rate), mixes, applies the
 master gain and resamples to the output rate (python-soxr ``ResampleStream``) when they differ.
 
-Render modes (``cfg.render.mode``):
-- ``streaming``: ``backend.step(x (1, C_in, n), state)`` with carried state, n = ``serve.step_frames``.
-- ``window``: the model runs offline (``model(x)``) over the last ``render.window_frames`` frames of the
-  pianoroll, whose last ``serve.window_future_frames`` frames (the unknown future) extend the notes held
-  now; each run yields ``serve.window_step_frames`` new frames, and the first ``render.crossfade_frames`` of
-  them are crossfaded (linearly, on magnitudes) with what the previous run predicted for them.
+Render modes (``cfg.render.mode``): ``streaming`` (the streaming model, ``serve.step_frames`` frames per
+step) or ``window`` (the offline model over a sliding window, ``serve.window_step_frames`` new frames per
+run); see :class:`~rtperformer.voice.ModelStage` and :class:`~rtperformer.voice.WindowModelStage`.
 
 Scheduling: ``schedule="asap"`` (live) applies each event at the next frame rendered; ``"exact"`` (offline,
 tests) applies an event stamped at sample s (model rate) at frame round(s / hop), as the offline rolls do.
@@ -23,12 +19,10 @@ CC123 all notes off, program change (GM 40/41 -> violin, 42/43 -> cello, 72/73 -
 instrument is loaded), pitch bend (a frequency warp of that instrument's magnitude frames, +-
 ``serve.pitch_bend_range`` semitones, default 2).
 
-Gate (``serve.gate``, default on): a voice's output is multiplied by an envelope that opens (in 1 ms) when a
-note sounds and closes (in 20 ms) once no note has sounded for ``render.release_seconds`` plus the
-voice's delay. A trained model is near-silent without notes anyway; an untrained one is not, and the gate
-keeps "no note" silent. A closed voice skips the model; on the next note it restarts from its
-precomputed silence state (the state after 256 frames of no notes), which is exact for a finite-memory
-causal net.
+Gate (``serve.gate``, default on; :class:`~rtperformer.voice.Voice`): a trained model is near-silent
+without notes anyway; an untrained one is not, and the gate keeps "no note" silent. A closed voice skips
+the model; on the next note it restarts from its precomputed silence state (the state after 256 frames of
+no notes), which is exact for a finite-memory causal net.
 """
 
 from __future__ import annotations
@@ -42,17 +36,14 @@ from typing import Any
 import numpy as np
 
 from rtperformer.config import Config
-from rtperformer.dsp.features import to_magnitude
 from rtperformer.errors import UserError
 from rtperformer.midi import decode as dec
 from rtperformer.midi.score import PROGRAM_INSTRUMENTS
+from rtperformer.voice import Voice
 
 # Program change -> instrument live: the score programs (40, 42, 73) and their neighbours (41 viola,
 # 43 contrabass, 72 piccolo) played by the nearest model.
 LIVE_PROGRAMS = {**PROGRAM_INSTRUMENTS, 41: "violin", 43: "cello", 72: "flute"}
-SILENCE_WARMUP_FRAMES = 256
-GATE_OPEN_S = 0.001
-GATE_CLOSE_S = 0.02
 
 
 @dataclass
@@ -70,10 +61,7 @@ def load_instruments(specs: list[str] | None, models_dir: Path | None = None) ->
 
     No specs: every default model (violin, cello, flute) present in models/; none -> UserError.
     """
-    try:
-        from rtperformer.model.checkpoint import DEFAULT_MODELS, load_model
-    except ImportError as exc:  # pragma: no cover - only while the model package is incomplete
-        raise UserError(f"cannot load models: {exc}") from None
+    from rtperformer.model.checkpoint import DEFAULT_MODELS, load_model
 
     root = models_dir or Path(__file__).resolve().parent.parent / "models"
     pairs: list[tuple[str, str]] = []
@@ -97,232 +85,6 @@ def load_instruments(specs: list[str] | None, models_dir: Path | None = None) ->
         model.eval()
         out.append(Instrument(inst, model, cfg, model_dir))
     return out
-
-
-def _bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices and weights for a frequency warp by ``semitones``: out[k] = mag[k / r] (linear interp)."""
-    r = 2.0 ** (semitones / 12.0)
-    src = np.arange(n_bins, dtype=np.float64) / r
-    valid = src <= n_bins - 1
-    src = np.minimum(src, n_bins - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_bins - 1)
-    w1 = (src - i0).astype(np.float32)
-    w0 = (1.0 - w1) * valid
-    w1 = w1 * valid
-    return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
-
-
-def _make_backend(name: str, inst: Instrument, n_step: int):
-    """The runtime for ``inst``'s streaming steps: ``name`` ("auto": the fastest available). A backend that
-    is unavailable or fails to build for this model is a one-line UserError, never a silent fallback."""
-    from rtperformer.backends import make_backend, require, select_backend
-
-    if name == "auto":
-        return select_backend(inst.model, inst.cfg, n_step, model_dir=inst.model_dir)
-    require(name)
-    try:
-        return make_backend(name, inst.model, inst.cfg, chunk=n_step, model_dir=inst.model_dir)
-    except UserError:
-        raise
-    except Exception as exc:  # an export or runtime that fails on this model
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        raise UserError(f"backend '{name}' failed for model '{inst.name}': {type(exc).__name__}: {first} "
-                        "(choose another with --backend, e.g. torch)") from None
-
-
-class Voice:
-    """One instrument's chain: pianoroll -> model -> magnitude (-> bend warp) -> phase -> iSTFT -> gate."""
-
-    def __init__(self, inst: Instrument, cfg: Config, mode: str, n_step: int):
-        from rtperformer.dsp import StreamingISTFT, make_phase
-        from rtperformer.pianoroll import LivePianoroll
-        from rtperformer.rolls import input_channels
-
-        self.name = inst.name
-        self.cfg = inst.cfg
-        a = inst.cfg.audio
-        self.hop = a.hop
-        self.n_bins = a.n_bins
-        self.power_scale = np.float32(a.power_scale)
-        self.mode = mode
-        self.n_step = n_step
-        self.channels_in = input_channels(inst.cfg.model)
-        self.has_expression = bool(inst.cfg.model.expression)
-        self.roll = LivePianoroll(inst.cfg.model, a, velocity_sensitive=cfg.render.velocity_sensitive,
-                                  max_frames=max(n_step, 1))
-        self.phase = make_phase(cfg.render.phase, a, cfg.render)
-        if not getattr(self.phase, "streaming", False):
-            raise UserError(f"render.phase '{cfg.render.phase}' is offline only; use rtpghi or rtisila to serve")
-        try:
-            self.istft = StreamingISTFT(a, trim_hops=cfg.serve.istft_trim_hops)
-        except ValueError as exc:
-            raise UserError(f"serve.istft_trim_hops: {exc}") from None
-        self.model = inst.model
-        self.lookahead = 0
-        if mode == "streaming":
-            if inst.cfg.model.form != "streaming":
-                raise UserError(f"model '{inst.name}' has the {inst.cfg.model.form} form, which cannot stream; "
-                                "use render.mode: window")
-            self.backend = _make_backend(cfg.serve.backend, inst, n_step)
-            self.lookahead = int(self.backend.lookahead_frames)
-            self.state = self.backend.init_state()
-            self.silence_state = self._silence_state()
-        elif mode == "window":
-            self.window = int(cfg.render.window_frames)
-            self.future = int(cfg.serve.window_future_frames)
-            self.xfade = int(cfg.render.crossfade_frames)
-            if self.window < self.future + n_step + self.xfade:
-                raise UserError("render.window_frames must be at least serve.window_future_frames + "
-                                "serve.window_step_frames + render.crossfade_frames")
-            self.history = np.zeros((self.channels_in, self.window), np.float32)
-            self.prev_future: np.ndarray | None = None
-            self.lookahead = 0
-        else:
-            raise UserError(f"unknown render.mode '{mode}' (choose streaming or window)")
-        self.delay_frames = self.lookahead + int(self.phase.delay_frames)
-        sr = a.sample_rate
-        self.release_frames = int(math.ceil(cfg.render.release_seconds * sr / self.hop)) + self.delay_frames
-        self.open_step = 1.0 / max(1.0, GATE_OPEN_S * sr)
-        self.close_step = 1.0 / max(1.0, GATE_CLOSE_S * sr)
-        self.use_gate = bool(cfg.serve.gate)
-        self.gain = 0.0 if self.use_gate else 1.0
-        self.idle = self.use_gate
-        self.last_sound = -(10 ** 9)
-        self.kill = False
-        self.volume = 1.0
-        self.expression_gain = 1.0
-        self.bend = 0.0
-        self._bend = None
-        self._ramp = np.arange(1, self.hop * n_step + 1, dtype=np.float32)
-        self.frames_run = 0
-        self._warmup()
-
-    def _warmup(self) -> None:
-        """Pay first-call costs now (numba compilation of the phase code, runtime allocation), not on
-        the first note: run the whole chain on a few frames of a random input, then reset."""
-        rng = np.random.default_rng(0)
-        n = self.n_step
-        x = (rng.random((1, self.channels_in, n)) < 0.05).astype(np.float32)
-        for _ in range(3):
-            if self.mode == "streaming":
-                y, _ = self.backend.step(x, self.backend.init_state())
-                lp = y[0]
-            else:
-                lp = self._window_predict(x[0])
-            mag = to_magnitude(lp, power_scale=self.power_scale)
-            self.istft.push(self.phase.process(mag))
-        if self.mode == "window":
-            self.history[:] = 0.0
-            self.prev_future = None
-        self.phase.reset()
-        self.istft.reset()
-
-    # -- model -------------------------------------------------------------------------------
-    def _silence_state(self):
-        chunk = self.backend.chunk or 64
-        x = np.zeros((1, self.channels_in, chunk), np.float32)
-        state = self.backend.init_state()
-        for _ in range(max(1, SILENCE_WARMUP_FRAMES // chunk)):
-            _, state = self.backend.step(x, state)
-        return state
-
-    def _window_predict(self, x: np.ndarray) -> np.ndarray:
-        """x (C_in, n) new frames -> log-power (n_bins, n) for them (window mode)."""
-        import torch
-
-        n = x.shape[1]
-        h = self.history
-        h[:, :-n] = h[:, n:]
-        h[:, -n:] = x
-        f = self.future
-        win = np.empty_like(h)
-        win[:, : self.window - f] = h[:, f:]
-        last = h[:, -1:]
-        win[:, self.window - f :] = last
-        p = self.cfg.model.n_pitches
-        win[p : 2 * p, self.window - f :] = 0.0  # no onsets or offsets (the on/off roll) in the extended future
-        with torch.inference_mode():
-            y = self.model(torch.from_numpy(win[None])).float().numpy()[0]
-        cur0 = self.window - f - n
-        cur = y[:, cur0 : cur0 + n].copy()
-        k = min(self.xfade, n)
-        if k and self.prev_future is not None:
-            w = (np.arange(1, k + 1, dtype=np.float32) / (k + 1))[None, :]
-            cur[:, :k] = w * cur[:, :k] + (1.0 - w) * self.prev_future[:, :k]
-        self.prev_future = y[:, self.window - f : self.window - f + self.xfade].copy() if self.xfade else None
-        return cur
-
-    def wake(self) -> None:
-        """Restart a closed voice from silence (state, phase, iSTFT at steady window sum)."""
-        if self.mode == "streaming":
-            self.state = self.silence_state
-        else:
-            self.history[:] = 0.0
-            self.prev_future = None
-        self.phase.reset()
-        self.istft.reset()
-        warm = self.istft.span // self.hop - 1  # earlier frames whose synthesis reaches the next output sample
-        if warm > 0:
-            self.istft.push(np.zeros((self.n_bins, warm), np.complex64))
-        self.idle = False
-
-    def set_bend(self, semitones: float) -> None:
-        self.bend = semitones
-        self._bend = None if abs(semitones) < 1e-4 else _bend_table(self.n_bins, semitones)
-
-    # -- one step ----------------------------------------------------------------------------
-    def render(self, f0: int, n: int) -> np.ndarray | None:
-        """Render frames f0..f0+n: float32 (n*hop,) with gate and gains applied, or None when silent."""
-        x = self.roll.next_frames(n)
-        if self.roll.sounding > 0:
-            self.last_sound = f0 + n - 1
-            self.kill = False
-            if self.idle:
-                self.wake()
-        elif self.kill:
-            self.last_sound = -(10 ** 9)
-        if self.idle:
-            return None
-        if self.mode == "streaming":
-            y, self.state = self.backend.step(x[None], self.state)
-            lp = y[0]
-        else:
-            lp = self._window_predict(x)
-        self.frames_run += n
-        mag = to_magnitude(lp, power_scale=self.power_scale)
-        if self._bend is not None:
-            idx, w0, w1 = self._bend
-            mag = mag[idx[0]] * w0 + mag[idx[1]] * w1
-        spec = self.phase.process(mag)
-        audio = self.istft.push(spec)
-        if not self.use_gate:
-            g = self.volume * self.expression_gain
-            if g != 1.0:
-                audio *= np.float32(g)
-            return audio
-        target = 1.0 if (f0 + n - 1 - self.last_sound) <= self.release_frames else 0.0
-        m = audio.shape[0]
-        if self.gain == target:
-            env = None if target == 1.0 else 0.0
-        elif target > self.gain:
-            env = np.minimum(self.gain + self.open_step * self._ramp[:m], 1.0)
-        else:
-            step = self.close_step * (8.0 if self.kill else 1.0)
-            env = np.maximum(self.gain - step * self._ramp[:m], 0.0)
-        g = np.float32(self.volume * self.expression_gain)
-        if env is None:
-            if g != 1.0:
-                audio *= g
-        elif isinstance(env, float):
-            audio[:] = 0.0
-        else:
-            audio *= env * g
-            self.gain = float(env[-1])
-        if self.gain == 0.0 and target == 0.0 and self.roll.sounding == 0:
-            self.idle = True
-            self.kill = False
-        return audio
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Per piece of the split, three signals share one frame grid (the model's audio config, centred frames):
 ``target`` (the expressive render the model was trained to imitate), ``model`` (the model's frames for
-the target's input rolls, and the audio made from them: to_magnitude -> RTPGHI phase -> iSTFT), and
+the target's input rolls, and the audio made from them by the voice chain's offline audio stage, as
+``render`` makes it: :func:`synthesize`), and
 the baselines, FluidSynth renders of the same score from the corpus: ``deadpan`` (the score as written:
 metronomic time, fixed velocity, no CC11, no vibrato) and ``flat`` (the target's own performance with
 CC11 fixed: same timing, so it is frame-aligned with the target). Deadpan timing differs from the target,
@@ -115,8 +116,10 @@ def note_regions(x: np.ndarray, n_fft: int, hop: int, frame_rate: float) -> Note
 
 
 def power_from_features(features: np.ndarray, power_scale: float) -> np.ndarray:
-    """|S|^2 (n_bins, T) from log1p(power_scale*|S|^2) features."""
-    return np.maximum(np.expm1(features.astype(np.float64)), 0.0) / power_scale
+    """|S|^2 (n_bins, T) float64 from log1p(power_scale*|S|^2) features (:func:`rtperformer.dsp.to_power`)."""
+    from rtperformer.dsp import to_power
+
+    return to_power(features, power_scale, np.float64)
 
 
 def floor_power(ref_power: np.ndarray, floor_db: float = NOISE_FLOOR_DB) -> float:
@@ -424,17 +427,15 @@ def model_frames(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     return y[0].float().cpu().numpy()
 
 
-def synthesize(features: np.ndarray, cfg: Config, length: int | None = None, chunk: int = 256) -> np.ndarray:
-    """Audio (N,) from features (n_bins, T): to_magnitude -> RTPGHI (streaming, in chunks; its delay
-    removed) -> iSTFT."""
-    from rtperformer.dsp import RTPGHI, istft, to_magnitude
+def synthesize(features: np.ndarray, cfg: Config, length: int | None = None) -> np.ndarray:
+    """Audio (length,) from features (n_bins, T), default length (T-1)*hop: the voice chain's offline audio
+    stage, as ``render`` makes it (``render.phase`` when it streams, else RTPGHI; delays dropped)."""
+    from rtperformer.voice import OfflineAudio
 
-    mag = to_magnitude(features, cfg.audio)
-    phase = RTPGHI(cfg.audio, lookahead=cfg.render.phase_lookahead)
-    d = int(phase.delay_frames)
-    padded = np.concatenate([mag, np.zeros((mag.shape[0], d), mag.dtype)], axis=1)
-    spec = np.concatenate([phase.process(padded[:, i : i + chunk]) for i in range(0, padded.shape[1], chunk)], axis=1)
-    return istft(spec[:, d:], cfg.audio, length=length)
+    phase = cfg.render.phase if cfg.render.phase in ("rtpghi", "rtisila") else "rtpghi"
+    n = length if length is not None else max(features.shape[1] - 1, 0) * cfg.audio.hop
+    stage = OfflineAudio(phase, cfg.audio, cfg.render, n)
+    return np.concatenate([stage.push(features), stage.finish()])
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,18 +1,18 @@
-"""Offline rendering: a Score -> rolls -> PerformanceNet in chunks -> magnitude -> phase -> audio.
+"""Offline rendering: a Score -> rolls -> the voice chain (rtperformer/voice.py) in chunks -> audio.
 
 Every stage streams, so memory is bounded whatever the length of the piece:
 
 - inputs: :class:`InputStream` paints the rolls frame range by frame range from a
   :class:`~rtperformer.rolls.NoteTracker` (the same code as the live pianoroll), zeros past the end;
-- model (:func:`model_frames`): the streaming form runs ``model.step`` over ``render.chunk_frames`` chunks
-  with its state, drops the ``lookahead_frames`` warm-up outputs and flushes with as many zero frames
-  (what ``forward`` does for a whole clip); the paper form (or ``render.mode: window``) runs
-  ``render.window_frames`` windows overlapping by ``render.crossfade_frames``, crossfaded linearly in the
-  log-power domain (both windows predict the same frames, so a linear fade keeps the level);
-- magnitude: :func:`rtperformer.dsp.to_magnitude` (log1p-power features are never used as magnitude);
-- phase (:class:`StreamingPhase`): RTPGHI / RTISI-LA frame by frame then the streaming iSTFT, delays
-  dropped; Griffin-Lim (:class:`BlockGriffinLim`) in blocks of ``GLA_BLOCK_FRAMES`` whose audio is
-  crossfaded with equal power over ``GLA_OVERLAP_FRAMES`` (their phases are unrelated);
+- model (:func:`model_frames`): the streaming form runs the chain's model stage (torch backend) over
+  ``render.chunk_frames`` chunks with its delay dropped (:func:`rtperformer.voice.render_stream`); the
+  paper form (or ``render.mode: window``) runs ``render.window_frames`` windows overlapping by
+  ``render.crossfade_frames``, crossfaded linearly in the log-power domain (both windows predict the same
+  frames, so a linear fade keeps the level);
+- audio (:class:`OfflineAudio`): the chain's audio stage (magnitude, RTPGHI / RTISI-LA, streaming iSTFT)
+  with its delays dropped, the same code the live engine runs; Griffin-Lim (:class:`BlockGriffinLim`,
+  offline only) in blocks of ``GLA_BLOCK_FRAMES`` whose audio is crossfaded with equal power over
+  ``GLA_OVERLAP_FRAMES`` (their phases are unrelated);
 - audio: each instrument to a float WAV in a temp folder, then mixed block-wise.
 
 Mixing (:func:`mix_to_wav`): parts are summed at unit gain (the models' trained levels are kept), then
@@ -35,6 +35,7 @@ from rtperformer.errors import UserError
 from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENTS, Score
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
+from rtperformer.voice import OfflineAudio, render_stream
 
 PEAK_CEILING = 10 ** (-1.0 / 20.0)  # -1 dBFS
 GLA_BLOCK_FRAMES = 1024
@@ -127,52 +128,22 @@ def model_frames(model: Any, cfg: Any, inputs: InputStream, progress: Callable[[
     """Yield (x (C_in, n), y (n_bins, n)) chunks, y the log1p-power predictions for input frames, in order,
     covering exactly ``inputs.n_frames`` frames.
 
-    Streaming form with ``render.mode: streaming``: ``model.step`` chunks; otherwise overlapping windows.
+    Streaming form with ``render.mode: streaming``: the voice chain's model stage (the torch backend) in
+    ``render.chunk_frames`` steps, its delay dropped (:func:`rtperformer.voice.render_stream`); otherwise
+    overlapping windows of the whole-clip model.
     """
     import torch
 
     rc = cfg.render
-    streaming = getattr(model, "streaming", cfg.model.form == "streaming") and hasattr(model, "step")
     T = inputs.n_frames
+    if cfg.model.form == "streaming" and rc.mode == "streaming":
+        from rtperformer.voice import ModelStage, make_backend
+
+        stage = ModelStage(make_backend("torch", model, cfg, max(1, rc.chunk_frames)))
+        yield from render_stream(stage, inputs.next, T, max(1, rc.chunk_frames), progress)
+        return
     with torch.inference_mode():
-        if streaming and rc.mode == "streaming":
-            yield from _stream_frames(model, max(1, rc.chunk_frames), inputs, T, progress)
-        else:
-            yield from _window_frames(model, max(2, rc.window_frames), rc.crossfade_frames, inputs, T, progress)
-
-
-def _stream_frames(model, chunk, inputs, T, progress):
-    import torch
-
-    L = int(getattr(model, "lookahead_frames", 0))
-    state = model.init_state(1)
-    xs: list[np.ndarray] = []  # inputs not yet matched by outputs (at most L + chunk frames)
-    skip = L
-    done = 0
-    fed = 0
-    while done < T:
-        n = min(chunk, T + L - fed)
-        if n <= 0:  # pragma: no cover - the model returned fewer frames than it was given
-            raise RuntimeError("model.step returned fewer frames than it was fed")
-        x = inputs.next(n)
-        fed += n
-        y, state = model.step(torch.from_numpy(x)[None], state)
-        y = y[0].float().numpy()
-        xs.append(x)
-        if skip:
-            k = min(skip, y.shape[1])
-            y = y[:, k:]
-            skip -= k
-        if y.shape[1] == 0:
-            continue
-        m = min(y.shape[1], T - done)
-        xin = np.concatenate(xs, axis=1)
-        yield xin[:, :m], y[:, :m]
-        rest = xin[:, m:]
-        xs = [rest] if rest.shape[1] else []
-        done += m
-        if progress:
-            progress(m)
+        yield from _window_frames(model, max(2, rc.window_frames), rc.crossfade_frames, inputs, T, progress)
 
 
 def _window_frames(model, W, C, inputs, T, progress):
@@ -249,13 +220,14 @@ class StreamingPhase:
 
 
 class BlockGriffinLim:
-    """Magnitude chunks -> audio of ``n_samples``: Griffin-Lim over blocks of ``block`` frames that overlap
+    """Log1p-power chunks -> audio of ``n_samples``: Griffin-Lim over blocks of ``block`` frames that overlap
     by ``overlap`` frames; the overlapping audio is crossfaded with equal power."""
 
     def __init__(self, audio_cfg: Any, render_cfg: Any, n_samples: int, block: int = GLA_BLOCK_FRAMES, overlap: int = GLA_OVERLAP_FRAMES):
         from rtperformer.dsp.phase import make_phase
 
         self.gla = make_phase("gla", audio_cfg, render_cfg)
+        self.audio_cfg = audio_cfg
         self.hop = audio_cfg.hop
         self.block = max(block, 2 * overlap + 2)
         self.overlap = overlap
@@ -266,7 +238,10 @@ class BlockGriffinLim:
         self._tail = None  # audio of the previous block over the overlap
         self._written = 0
 
-    def push(self, mag: np.ndarray) -> np.ndarray:
+    def push(self, features: np.ndarray) -> np.ndarray:
+        from rtperformer.dsp import to_magnitude
+
+        mag = to_magnitude(features, self.audio_cfg)
         self._mags.append(mag)
         self._buffered += mag.shape[1]
         outs = []
@@ -313,11 +288,11 @@ class BlockGriffinLim:
 
 
 def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
-    """The phase + iSTFT stage for ``phase`` (rtpghi | rtisila | gla): ``push(mag) -> audio``, ``finish()``."""
+    """The audio stage for ``phase`` (rtpghi | rtisila | gla): ``push(features) -> audio``, ``finish()``."""
     if phase == "gla":
         return BlockGriffinLim(audio_cfg, render_cfg, n_samples)
     if phase in ("rtpghi", "rtisila"):
-        return StreamingPhase(phase, audio_cfg, render_cfg, n_samples)
+        return OfflineAudio(phase, audio_cfg, render_cfg, n_samples)
     raise UserError(f"unknown phase method '{phase}' (choose one of: rtpghi, rtisila, gla)")
 
 
@@ -362,13 +337,13 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
     import soundfile as sf
     from tqdm import tqdm
 
-    from rtperformer.dsp import to_magnitude
+    from rtperformer.dsp.features import n_frames
 
     ac, rc = cfg.audio, cfg.render
     n_samples = seconds_to_sample(seconds, ac.sample_rate)
-    T = n_samples // ac.hop + 1
+    T = n_frames(n_samples, ac.hop)
     tracker = tracker_from_notes(part.notes, part.controls, ac, rc.velocity_sensitive)
-    chunk = max(rc.chunk_frames, rc.window_frames) + int(getattr(model, "lookahead_frames", 0)) + 1
+    chunk = max(rc.chunk_frames, rc.window_frames) + 1  # the most frames one InputStream.next asks for
     inputs = InputStream(tracker, cfg.model, T, max_frames=chunk)
     stage = make_audio_stage(rc.phase, ac, rc, n_samples)
     out_rate = out_rate or ac.sample_rate
@@ -402,7 +377,7 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
             for x, y in model_frames(model, cfg, inputs, bar.update):
                 if collector is not None:
                     collector.add(x, y)
-                write(stage.push(to_magnitude(y, ac)))
+                write(stage.push(y))
             write(stage.finish(), last=True)
         finally:
             bar.close()

@@ -6,7 +6,7 @@ import torch
 
 from rtperformer.config import AudioConfig
 from rtperformer.dsp.crossfade import crossfade, equal_power_fade
-from rtperformer.dsp.features import hann, istft, log_power, spectral_convergence, stft, to_magnitude
+from rtperformer.dsp.features import hann, istft, log_power, spectral_convergence_db, stft, to_magnitude
 from rtperformer.dsp.synth import melody
 
 CONFIGS = [AudioConfig(), AudioConfig(sample_rate=44100, n_fft=2048, hop=256)]
@@ -53,9 +53,14 @@ def test_log_power_and_inverse():
     np.testing.assert_allclose(m, mag, rtol=1e-3, atol=1e-4)
     # negative predictions (a model can output them) clamp to zero magnitude
     assert np.all(to_magnitude(np.full((3, 2), -0.5, np.float32), cfg) == 0.0)
-    # torch path gives the same numbers
-    mt = to_magnitude(torch.from_numpy(f), cfg)
-    assert isinstance(mt, torch.Tensor)
+    # written into a given array, the same numbers
+    out = np.empty_like(f)
+    assert to_magnitude(f, cfg, out=out) is out
+    np.testing.assert_array_equal(out, m)
+    # the torch inversion (training losses) gives the same numbers
+    from rtperformer.losses import features_to_magnitude
+
+    mt = features_to_magnitude(torch.from_numpy(f), cfg.power_scale, eps=0.0)
     np.testing.assert_allclose(mt.numpy(), m, rtol=1e-5, atol=1e-6)
 
 
@@ -63,9 +68,9 @@ def test_spectral_convergence_of_exact_audio_is_tiny():
     cfg = AudioConfig()
     x = melody(cfg.sample_rate, 0.5)
     mag = np.abs(stft(x, cfg))
-    assert spectral_convergence(x, mag, cfg) < -80.0
-    assert spectral_convergence(-x, mag, cfg) < -80.0  # magnitude only
-    assert spectral_convergence(0.5 * x, mag, cfg) == pytest.approx(20 * np.log10(0.5), abs=0.01)
+    assert spectral_convergence_db(x, mag, cfg) < -80.0
+    assert spectral_convergence_db(-x, mag, cfg) < -80.0  # magnitude only
+    assert spectral_convergence_db(0.5 * x, mag, cfg) == pytest.approx(20 * np.log10(0.5), abs=0.01)
 
 
 def test_equal_power_fade_and_crossfade():

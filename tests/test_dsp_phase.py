@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from rtperformer.config import AudioConfig, RenderConfig
-from rtperformer.dsp.features import istft, spectral_convergence, stft
+from rtperformer.dsp.features import istft, spectral_convergence_db, stft
 from rtperformer.dsp.istft_stream import StreamingISTFT
 from rtperformer.dsp.phase import OfflineGriffinLim, griffin_lim, make_phase
 from rtperformer.dsp.rtisila import RTISILA
@@ -61,7 +61,7 @@ def _streamed_sc(obj, mag, cfg, chunk=None):
     assert spec.shape == mag.shape and spec.dtype == np.complex64
     # the phase methods keep the target magnitude exactly
     np.testing.assert_allclose(np.abs(spec), mag, rtol=1e-4, atol=1e-5 * mag.max())
-    return spectral_convergence(istft(spec, cfg), mag, cfg)
+    return spectral_convergence_db(istft(spec, cfg), mag, cfg)
 
 
 CASES = [(c, s) for c in CFGS for s in SIGNALS]
@@ -69,33 +69,33 @@ CASES = [(c, s) for c in CFGS for s in SIGNALS]
 
 @pytest.mark.parametrize("cfg_name,signal", CASES)
 @pytest.mark.parametrize("lookahead", [0, 1])
-def test_rtpghi_spectral_convergence(cfg_name, signal, lookahead):
+def test_rtpghi_spectral_convergence_db(cfg_name, signal, lookahead):
     cfg = CFGS[cfg_name]
     sc = _streamed_sc(RTPGHI(cfg, lookahead=lookahead), _mag(cfg_name, signal), cfg)
     assert sc <= THRESHOLDS[(cfg_name, signal)][f"rtpghi{lookahead}"], sc
 
 
 @pytest.mark.parametrize("cfg_name,signal", CASES)
-def test_rtisila_spectral_convergence(cfg_name, signal):
+def test_rtisila_spectral_convergence_db(cfg_name, signal):
     cfg = CFGS[cfg_name]
     sc = _streamed_sc(RTISILA(cfg, lookahead=3, iterations=4), _mag(cfg_name, signal), cfg)
     assert sc <= THRESHOLDS[(cfg_name, signal)]["rtisila"], sc
 
 
 @pytest.mark.parametrize("cfg_name,signal", CASES)
-def test_griffin_lim_spectral_convergence(cfg_name, signal):
+def test_griffin_lim_spectral_convergence_db(cfg_name, signal):
     cfg = CFGS[cfg_name]
     mag = _mag(cfg_name, signal)
     y = griffin_lim(mag, cfg, iterations=32, momentum=0.99)  # RTPGHI start: 32 iterations suffice
     assert y.dtype == np.float32 and y.shape == ((mag.shape[1] - 1) * cfg.hop,)
-    sc = spectral_convergence(y, mag, cfg)
+    sc = spectral_convergence_db(y, mag, cfg)
     assert sc <= THRESHOLDS[(cfg_name, signal)]["gla"], sc
 
 
 def test_griffin_lim_random_init_and_momentum_help():
     mag = _mag("rt", "chords")
-    sc_plain = spectral_convergence(griffin_lim(mag, RT, 16, momentum=0.0, init="random"), mag, RT)
-    sc_fast = spectral_convergence(griffin_lim(mag, RT, 16, momentum=0.99, init="random"), mag, RT)
+    sc_plain = spectral_convergence_db(griffin_lim(mag, RT, 16, momentum=0.0, init="random"), mag, RT)
+    sc_fast = spectral_convergence_db(griffin_lim(mag, RT, 16, momentum=0.99, init="random"), mag, RT)
     assert sc_fast < sc_plain - 1.0
     assert sc_fast <= -12.0
 

@@ -15,8 +15,8 @@ from rtperformer.render import (  # noqa: E402
     PEAK_CEILING,
     BlockGriffinLim,
     InputStream,
+    OfflineAudio,
     PartResult,
-    StreamingPhase,
     assign_parts,
     mix_to_wav,
     model_frames,
@@ -110,18 +110,18 @@ def _burst(cfg, n, start):
 
 @pytest.mark.parametrize("phase", ["rtpghi", "rtisila", "gla"])
 def test_phase_stages_are_aligned_and_exact_length(tiny, phase):
-    from rtperformer.dsp import stft
+    from rtperformer.dsp import log_power
 
     _, cfg = tiny
     ac = cfg.audio
     n = 8000
     start = 3000
-    mag = np.abs(stft(_burst(cfg, n, start), ac)).astype(np.float32)
+    feats = log_power(_burst(cfg, n, start), ac)
     if phase == "gla":
         stage = BlockGriffinLim(ac, cfg.render, n, block=40, overlap=6)  # several blocks
     else:
-        stage = StreamingPhase(phase, ac, cfg.render, n)
-    outs = [stage.push(mag[:, i : i + 7]) for i in range(0, mag.shape[1], 7)]
+        stage = OfflineAudio(phase, ac, cfg.render, n)
+    outs = [stage.push(feats[:, i : i + 7]) for i in range(0, feats.shape[1], 7)]
     outs.append(stage.finish())
     audio = np.concatenate(outs)
     assert audio.shape == (n,) and audio.dtype == np.float32 and np.isfinite(audio).all()
@@ -212,18 +212,19 @@ def test_paper_form_renders_in_crossfaded_windows(tmp_path):
 
 @pytest.mark.parametrize("phase,lookahead", [("rtpghi", 0), ("rtpghi", 1), ("rtisila", 0)])
 def test_streaming_phase_equals_offline_istft_of_the_same_phase(tiny, phase, lookahead):
-    from rtperformer.dsp import istft, make_phase, stft
+    from rtperformer.dsp import istft, log_power, make_phase, to_magnitude
 
     _, cfg = tiny
     ac = cfg.audio
     rc = dataclasses.replace(cfg.render, phase_lookahead=lookahead)
     n = 5000
-    mag = np.abs(stft(_burst(cfg, n, 1200), ac)).astype(np.float32)
+    feats = log_power(_burst(cfg, n, 1200), ac)
+    mag = to_magnitude(feats, ac)
     ref_phase = make_phase(phase, ac, rc)
     d = ref_phase.delay_frames
     spec = ref_phase.process(np.concatenate([mag, np.zeros((mag.shape[0], d), np.float32)], axis=1))[:, d:]
     want = istft(spec, ac, length=n)
-    stage = StreamingPhase(phase, ac, rc, n)
-    got = np.concatenate([stage.push(mag[:, i : i + 9]) for i in range(0, mag.shape[1], 9)] + [stage.finish()])
+    stage = OfflineAudio(phase, ac, rc, n)
+    got = np.concatenate([stage.push(feats[:, i : i + 9]) for i in range(0, feats.shape[1], 9)] + [stage.finish()])
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, atol=2e-5)

@@ -8,7 +8,7 @@ Conventions shared by every module here (see features.py):
 - features are log1p(power_scale * |S|^2), float32 (n_bins, T).
 """
 
-from rtperformer.dsp.features import istft, log_power, stft, to_magnitude, spectral_convergence
+from rtperformer.dsp.features import istft, log_power, spectral_convergence_db, stft, to_magnitude, to_power
 from rtperformer.dsp.istft_stream import StreamingISTFT
 from rtperformer.dsp.phase import griffin_lim, make_phase, warmup
 from rtperformer.dsp.rtpghi import RTPGHI
@@ -20,7 +20,8 @@ __all__ = [
     "istft",
     "log_power",
     "to_magnitude",
-    "spectral_convergence",
+    "to_power",
+    "spectral_convergence_db",
     "StreamingISTFT",
     "griffin_lim",
     "make_phase",

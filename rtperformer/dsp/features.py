@@ -41,7 +41,7 @@ def steady_window_sum(n_fft: int, hop: int, w2: np.ndarray | None = None) -> np.
 
 
 def n_frames(n_samples: int, hop: int) -> int:
-    """Number of centred frames of a signal of n_samples: N//hop + 1."""
+    """Number of centred frames of a signal of n_samples: N//hop + 1 (the one place this is computed)."""
     return n_samples // hop + 1
 
 
@@ -112,25 +112,31 @@ def log_power(audio: np.ndarray, audio_cfg: AudioConfig) -> np.ndarray:
     return np.log1p(np.float32(audio_cfg.power_scale) * p).astype(np.float32)
 
 
-def to_magnitude(features: np.ndarray, audio_cfg: AudioConfig | None = None, power_scale: float | None = None) -> np.ndarray:
-    """Inverse of :func:`log_power` to STFT magnitude: sqrt(max(expm1(f), 0) / power_scale), float32 (n_bins, T).
+def to_power(features: np.ndarray, power_scale: float, dtype: type = np.float32, out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`log_power` to STFT power: max(expm1(f), 0) / power_scale, (n_bins, T) in ``dtype``.
+
+    The one log1p inversion for numpy (the torch one, differentiable, is ``losses.features_to_magnitude``):
+    float32 for audio, float64 for metrics. ``out``: an array of that dtype and shape to write into.
+    """
+    p = np.expm1(np.asarray(features, dtype=dtype), out=out)
+    np.maximum(p, 0.0, out=p)
+    np.divide(p, dtype(power_scale), out=p)
+    return p
+
+
+def to_magnitude(features: np.ndarray, audio_cfg: AudioConfig | None = None, power_scale: float | None = None,
+                 out: np.ndarray | None = None) -> np.ndarray:
+    """STFT magnitude from features: sqrt(:func:`to_power`), float32 (n_bins, T).
 
     power_scale comes from ``audio_cfg.power_scale`` (or the explicit argument); 1.0 when neither is given.
-    Works on numpy arrays and, for the same formula, on torch tensors.
+    ``out``: a float32 array of the features' shape to write into (no allocation).
     """
     scale = power_scale if power_scale is not None else (audio_cfg.power_scale if audio_cfg is not None else 1.0)
-    try:
-        import torch  # local: numpy callers do not pay for it
-
-        if isinstance(features, torch.Tensor):
-            return torch.sqrt(torch.clamp(torch.expm1(features), min=0.0) / scale)
-    except ImportError:  # pragma: no cover
-        pass
-    f = np.asarray(features, dtype=np.float32)
-    return np.sqrt(np.maximum(np.expm1(f), 0.0) / np.float32(scale)).astype(np.float32)
+    p = to_power(features, scale, np.float32, out=out)
+    return np.sqrt(p, out=p)
 
 
-def spectral_convergence(audio: np.ndarray, mag: np.ndarray, audio_cfg: AudioConfig) -> float:
+def spectral_convergence_db(audio: np.ndarray, mag: np.ndarray, audio_cfg: AudioConfig) -> float:
     """20*log10(|| |STFT(audio)| - mag ||_F / ||mag||_F) in dB over mag's T frames (audio zero-padded if short)."""
     T = mag.shape[1]
     y = np.asarray(audio, dtype=np.float32)

@@ -42,39 +42,75 @@ class StreamingISTFT:
         self._w = hann(self.n_fft)[self.trim:].copy()  # the synthesised part of the frame
         self._w2 = (self._w * self._w).astype(np.float32)
         self.span = self.n_fft - self.trim  # samples each frame contributes to
+        self._r = -(-self.span // self.hop)  # hops a frame reaches (its window zero-padded to _r * hop)
         self._floor = np.float32(0.1 * steady_window_sum(self.n_fft, self.hop, self._w2).min())
-        # acc[0] is the next output sample; it spans one frame plus one hop of slack.
-        self._acc = np.zeros(self.n_fft + self.hop, dtype=np.float32)
-        self._wsum = np.zeros(self.n_fft + self.hop, dtype=np.float32)
-        self._frame = np.empty(self.n_fft, dtype=np.float32)
+        # acc[0] is the next output sample; it holds the span - hop samples carried from earlier frames,
+        # then room for one push of up to _cap frames (grown when a larger push comes)
+        self._cap = 0
+        self._grow(1)
+
+    def _grow(self, n: int) -> None:
+        """Buffers for pushes of up to n frames (the live path sees one n: no allocation per hop)."""
+        if n <= self._cap:
+            return
+        keep = (self._r - 1) * self.hop
+        old = self._acc[:keep].copy() if self._cap else None
+        oldw = self._wsum[:keep].copy() if self._cap else None
+        self._cap = n
+        L = self._r * self.hop
+        self._acc = np.zeros(n * self.hop + L, dtype=np.float32)
+        self._wsum = np.zeros(n * self.hop + L, dtype=np.float32)
+        self._frames = np.empty((n, self.n_fft), dtype=np.float32)
+        self._win = np.zeros((n, L), dtype=np.float32)  # windowed frames, zero past the span
+        self._w2pad = np.zeros(L, dtype=np.float32)
+        self._w2pad[: self.span] = self._w2
+        if old is not None:
+            self._acc[: old.shape[0]] = old
+            self._wsum[: oldw.shape[0]] = oldw
 
     def reset(self) -> None:
         """Forget all pushed frames (the next push is frame 0)."""
         self._acc[:] = 0.0
         self._wsum[:] = 0.0
 
-    def push(self, spec: np.ndarray) -> np.ndarray:
-        """Add n frames (complex (n_bins, n)) and return the n*hop output samples they complete, float32."""
+    def push(self, spec: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Add n frames (complex (n_bins, n)) and return the n*hop output samples they complete, float32.
+
+        ``out``: a float32 (n*hop,) array to write them into (no allocation). Each output sample sums its
+        frames in frame order, whatever n: chunking does not change a bit.
+        """
         if spec.ndim != 2 or spec.shape[0] != self.n_bins:
             raise ValueError(f"StreamingISTFT.push expects ({self.n_bins}, n) spectra, got {spec.shape}")
         n = spec.shape[1]
-        hop, n_fft = self.hop, self.n_fft
-        out = np.empty(n * hop, dtype=np.float32)
+        hop = self.hop
+        if out is None:
+            out = np.empty(n * hop, dtype=np.float32)
         if n == 0:
             return out
-        frames = np.fft.irfft(spec.T, n=n_fft, axis=1)  # (n, n_fft) float32 for complex64 input
-        acc, wsum, floor, t, m = self._acc, self._wsum, self._floor, self.trim, self.span
-        frame = self._frame[:m]
-        for j in range(n):
-            np.multiply(frames[j, t:], self._w, out=frame)
-            acc[:m] += frame
-            wsum[:m] += self._w2
-            o = out[j * hop : (j + 1) * hop]
-            np.maximum(wsum[:hop], floor, out=o)
-            np.divide(acc[:hop], o, out=o)
-            # shift by one hop (numpy handles the overlapping copy)
-            acc[:m] = acc[hop : m + hop]
-            wsum[:m] = wsum[hop : m + hop]
+        self._grow(n)
+        frames = self._frames[:n]
+        if spec.dtype == np.complex64:
+            np.fft.irfft(spec.T, n=self.n_fft, axis=1, out=frames)  # (n, n_fft) float32
+        else:
+            frames[:] = np.fft.irfft(spec.T, n=self.n_fft, axis=1)
+        t, m, r = self.trim, self.span, self._r
+        win = self._win[:n]
+        np.multiply(frames[:, t:], self._w, out=win[:, :m])
+        acc, wsum = self._acc, self._wsum
+        end = (n + r) * hop
+        rows = acc[:end].reshape(-1, hop)
+        wrows = wsum[:end].reshape(-1, hop)
+        w2 = self._w2pad.reshape(r, hop)
+        for k in range(r - 1, -1, -1):  # k descending: each row gets its frames in increasing frame order
+            rows[k : k + n] += win[:, k * hop : (k + 1) * hop]
+            wrows[k : k + n] += w2[k]
+        np.maximum(wsum[: n * hop], self._floor, out=out)
+        np.divide(acc[: n * hop], out, out=out)
+        keep = (r - 1) * hop  # samples carried to the next push (zeros past span - hop)
+        acc[:keep] = acc[n * hop : n * hop + keep]
+        wsum[:keep] = wsum[n * hop : n * hop + keep]
+        acc[keep:end] = 0.0
+        wsum[keep:end] = 0.0
         return out
 
     def flush(self) -> np.ndarray:

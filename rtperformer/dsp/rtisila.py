@@ -97,13 +97,14 @@ class RTISILA:
         if self._pghi is not None:
             self._pghi.reset()
 
-    def process(self, mag: np.ndarray) -> np.ndarray:
-        """mag (n_bins, n) non-negative float -> complex64 (n_bins, n)."""
+    def process(self, mag: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """mag (n_bins, n) non-negative float -> complex64 (n_bins, n) (written into ``out`` when given)."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTISILA.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
         mag = np.ascontiguousarray(mag, dtype=np.float32)
         n = mag.shape[1]
-        out = np.empty((self.n_bins, n), dtype=np.complex64)
+        if out is None:
+            out = np.empty((self.n_bins, n), dtype=np.complex64)
         a, N, L = self.hop, self.n_fft, self.lookahead
         init_spec = self._pghi.process(mag) if self._pghi is not None else None
         w, ws = self._w, self._ws

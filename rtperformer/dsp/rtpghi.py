@@ -229,7 +229,6 @@ class RTPGHI:
         self._idx = np.empty(2 * M, dtype=np.int64)
         self._done = np.empty(M, dtype=np.bool_)
         self._scratch = np.empty((6, M), dtype=np.float64)
-        self._mag32 = np.empty((M, 1), dtype=np.float32)
         self.reset()
 
     def reset(self) -> None:
@@ -240,12 +239,15 @@ class RTPGHI:
         self._pending[0] = 0
         self._rng[0] = np.uint64(0x9E3779B97F4A7C15 ^ (self.seed * 0x2545F4914F6CDD1D & 0xFFFFFFFFFFFFFFFF)) or np.uint64(1)
 
-    def process(self, mag: np.ndarray) -> np.ndarray:
-        """mag (n_bins, n) non-negative float -> complex64 (n_bins, n); see the class docstring for delay."""
+    def process(self, mag: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """mag (n_bins, n) non-negative float -> complex64 (n_bins, n); see the class docstring for delay.
+
+        ``out``: a C-contiguous complex64 (n_bins, n) array to write into (no allocation)."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTPGHI.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
         mag = np.ascontiguousarray(mag, dtype=np.float32)  # one compiled signature
-        out = np.empty(mag.shape, dtype=np.complex64)
+        if out is None:
+            out = np.empty(mag.shape, dtype=np.complex64)
         s = self._scratch
         _rtpghi_block(mag, out, self.lookahead, self.tol, self._tgrad_coef, self._fgrad_coef, self._omega,
                       self._state_mag, self._state_phase, self._state_tgrad, self._pending, self._rng,

@@ -1,0 +1,459 @@
+"""One voice chain, live and offline: model input frames -> model stage -> audio stage -> samples.
+
+::
+
+    x (C_in, n) --ModelStage--> log1p-power (n_bins, n) --AudioStage--> float32 (n*hop,)
+                 delay L frames   magnitude -> [pitch-bend warp] -> phase (delay d frames) -> iSTFT
+
+- :class:`ModelStage`: the streaming model through a runtime of :mod:`rtperformer.backends` with its
+  carried state (``render.mode: streaming``) or, live only, the offline model over a sliding window
+  (``window``). Its delay ``L`` is the backend's ``lookahead_frames`` (read from the model there, once).
+- :class:`AudioStage`: :func:`rtperformer.dsp.to_magnitude` (the one numpy log1p inversion), the pitch-bend
+  frequency warp, the streaming phase (RTPGHI or RTISI-LA, delay ``d``) and the streaming iSTFT
+  (``n_fft//2 - trim_hops*hop`` samples of delay).
+- :class:`Voice` (live, one per instrument of :class:`rtperformer.engine.Engine`): live pianoroll -> model
+  stage -> audio stage -> gate and gains.
+- :func:`render_stream` (offline: ``render``, ``eval``): the same two stages with the delays dropped.
+
+Delays add up: each stage declares its delay and :func:`chain_delay_samples` is their sum. Live, the
+sound of signal sample s (a note-on at frame f is signal sample f*hop) comes out at output sample
+s + ``delay_samples``; offline (``drop_delay``) the model's first L and the phase's first d output frames
+and the iSTFT's first delay samples are dropped, and the end is flushed, so output sample s is signal
+sample s. Offline differs from live only in settings (chunk size, phase method, whether delays are
+dropped, trim hops, gate): ``tests/test_voice.py`` checks that for the same events and settings the live
+engine's output is the offline render shifted by ``delay_samples``, and moves an impulse through the
+audio stage to where its delay says.
+
+Per hop, the live path allocates no audio buffers: magnitude, warp, phase and iSTFT write into arrays
+allocated when the step size is first seen (the model runtime allocates its own outputs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from rtperformer.errors import UserError
+
+SILENCE_WARMUP_FRAMES = 256
+GATE_OPEN_S = 0.001
+GATE_CLOSE_S = 0.02
+
+
+# -- model stage ----------------------------------------------------------------------------------
+
+
+def make_backend(name: str, model: Any, cfg: Any, n_step: int | None, model_dir: Any = None, label: str = ""):
+    """The runtime for ``model``'s streaming steps: ``name`` ("auto": the fastest available). A backend that
+    is unavailable or fails to build for this model is a one-line UserError, never a silent fallback."""
+    from rtperformer.backends import make_backend as make, require, select_backend
+
+    if name == "auto":
+        return select_backend(model, cfg, n_step, model_dir=model_dir)
+    require(name)
+    try:
+        return make(name, model, cfg, chunk=n_step, model_dir=model_dir)
+    except UserError:
+        raise
+    except Exception as exc:  # an export or runtime that fails on this model
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise UserError(f"backend '{name}' failed for model '{label or cfg.name}': {type(exc).__name__}: {first} "
+                        "(choose another with --backend, e.g. torch)") from None
+
+
+class ModelStage:
+    """Streaming model: ``step(x (C_in, n)) -> log1p-power (n_bins, n)`` float32, carrying the state.
+
+    Emitted frame j estimates input frame j - ``delay_frames`` (the backend's ``lookahead_frames``).
+    """
+
+    def __init__(self, backend: Any):
+        self.backend = backend
+        self.delay_frames = int(backend.lookahead_frames)
+        self.state = backend.init_state()
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        y, self.state = self.backend.step(x[None], self.state)
+        return y[0]
+
+    def silence_state(self) -> Any:
+        """The state after ``SILENCE_WARMUP_FRAMES`` frames without notes (exact for a finite-memory net)."""
+        chunk = self.backend.chunk or 64
+        x = np.zeros((1, self.backend.in_channels, chunk), np.float32)
+        state = self.backend.init_state()
+        for _ in range(max(1, SILENCE_WARMUP_FRAMES // chunk)):
+            _, state = self.backend.step(x, state)
+        return state
+
+    def reset(self, state: Any = None) -> None:
+        self.state = self.backend.init_state() if state is None else state
+
+
+class WindowModelStage:
+    """Live window mode: the offline model over the last ``render.window_frames`` frames, whose last
+    ``serve.window_future_frames`` (the unknown future) extend the notes held now; the first
+    ``render.crossfade_frames`` new frames are crossfaded (linearly, on log-power) with what the previous
+    run predicted for them. ``step(x (C_in, n)) -> (n_bins, n)``; no delay."""
+
+    delay_frames = 0
+
+    def __init__(self, model: Any, cfg: Any, n_step: int, channels: int):
+        self.model = model
+        self.n_pitches = cfg.model.n_pitches
+        self.window = int(cfg.render.window_frames)
+        self.future = int(cfg.serve.window_future_frames)
+        self.xfade = int(cfg.render.crossfade_frames)
+        if self.window < self.future + n_step + self.xfade:
+            raise UserError("render.window_frames must be at least serve.window_future_frames + "
+                            "serve.window_step_frames + render.crossfade_frames")
+        self.history = np.zeros((channels, self.window), np.float32)
+        self.prev_future: np.ndarray | None = None
+
+    def reset(self, state: Any = None) -> None:
+        self.history[:] = 0.0
+        self.prev_future = None
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = x.shape[1]
+        h = self.history
+        h[:, :-n] = h[:, n:]
+        h[:, -n:] = x
+        f = self.future
+        win = np.empty_like(h)
+        win[:, : self.window - f] = h[:, f:]
+        win[:, self.window - f :] = h[:, -1:]
+        p = self.n_pitches
+        win[p : 2 * p, self.window - f :] = 0.0  # no onsets or offsets (the on/off roll) in the extended future
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(win[None])).float().numpy()[0]
+        cur0 = self.window - f - n
+        cur = y[:, cur0 : cur0 + n].copy()
+        k = min(self.xfade, n)
+        if k and self.prev_future is not None:
+            w = (np.arange(1, k + 1, dtype=np.float32) / (k + 1))[None, :]
+            cur[:, :k] = w * cur[:, :k] + (1.0 - w) * self.prev_future[:, :k]
+        self.prev_future = y[:, self.window - f : self.window - f + self.xfade].copy() if self.xfade else None
+        return cur
+
+
+# -- audio stage ----------------------------------------------------------------------------------
+
+
+def bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights for a frequency warp by ``semitones``: out[k] = mag[k / r] (linear interp)."""
+    r = 2.0 ** (semitones / 12.0)
+    src = np.arange(n_bins, dtype=np.float64) / r
+    valid = src <= n_bins - 1
+    src = np.minimum(src, n_bins - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_bins - 1)
+    w1 = (src - i0).astype(np.float32)
+    w0 = (1.0 - w1) * valid
+    w1 = w1 * valid
+    return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
+
+
+class AudioStage:
+    """log1p-power frames -> audio: ``push(features (n_bins, n)) -> float32 (n*hop,)``.
+
+    magnitude (:func:`rtperformer.dsp.to_magnitude`) -> pitch-bend warp (:meth:`set_bend`) -> streaming
+    phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> streaming iSTFT with
+    ``trim_hops`` low-delay trimming. ``delay_samples`` = phase delay * hop + iSTFT delay.
+
+    ``drop_delay`` False (live): output sample i is signal sample i - ``delay_samples``; :meth:`push`
+    returns a view of an internal buffer, valid until the next push. True (offline): the phase's warm-up
+    frames and the iSTFT's warm-up samples are dropped (output sample i is signal sample i) and
+    :meth:`flush` returns the samples still pending after the last frame.
+    """
+
+    def __init__(self, audio_cfg: Any, render_cfg: Any, phase: str | None = None, trim_hops: int = 0,
+                 drop_delay: bool = False):
+        from rtperformer.dsp import StreamingISTFT, make_phase
+
+        name = phase or render_cfg.phase
+        self.phase = make_phase(name, audio_cfg, render_cfg)
+        if not getattr(self.phase, "streaming", False):
+            raise UserError(f"phase method '{name}' is offline only; use rtpghi or rtisila for a streaming chain")
+        try:
+            self.istft = StreamingISTFT(audio_cfg, trim_hops=trim_hops)
+        except ValueError as exc:
+            raise UserError(f"serve.istft_trim_hops: {exc}") from None
+        self.hop = audio_cfg.hop
+        self.n_bins = audio_cfg.n_bins
+        self.power_scale = np.float32(audio_cfg.power_scale)
+        self.delay_frames = int(self.phase.delay_frames)
+        self.delay_samples = self.delay_frames * self.hop + int(self.istft.delay_samples)
+        self.drop_delay = bool(drop_delay)
+        self._bend: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._n = -1
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (phase, iSTFT, the delays to drop)."""
+        self.phase.reset()
+        self.istft.reset()
+        self._skip_frames = self.delay_frames if self.drop_delay else 0
+        self._skip_samples = int(self.istft.delay_samples) if self.drop_delay else 0
+
+    def set_bend(self, semitones: float) -> None:
+        """Warp the magnitudes' frequency axis by ``semitones`` (0: off)."""
+        self._bend = None if abs(semitones) < 1e-4 else bend_table(self.n_bins, semitones)
+
+    def _buffers(self, n: int) -> None:
+        if n != self._n:
+            self._n = n
+            self._mag = np.empty((self.n_bins, n), np.float32)
+            self._warp = np.empty((self.n_bins, n), np.float32)
+            self._warp1 = np.empty((self.n_bins, n), np.float32)
+            self._spec = np.empty((self.n_bins, n), np.complex64)
+            self._audio = np.empty(n * self.hop, np.float32)
+
+    def spectrum(self, features: np.ndarray) -> np.ndarray:
+        """features (n_bins, n) -> complex64 (n_bins, n) phase-reconstructed spectrum (internal buffer)."""
+        from rtperformer.dsp import to_magnitude
+
+        n = features.shape[1]
+        self._buffers(n)
+        mag = to_magnitude(features, power_scale=self.power_scale, out=self._mag)
+        if self._bend is not None:
+            idx, w0, w1 = self._bend
+            a, b = self._warp, self._warp1
+            np.take(mag, idx[0], axis=0, out=a)
+            np.take(mag, idx[1], axis=0, out=b)
+            np.multiply(a, w0, out=a)
+            np.multiply(b, w1, out=b)
+            mag = np.add(a, b, out=a)
+        return self.phase.process(mag, out=self._spec)
+
+    def push(self, features: np.ndarray) -> np.ndarray:
+        """features (n_bins, n) log1p power -> float32 audio: n*hop samples live, fewer while dropping."""
+        spec = self.spectrum(features)
+        if self._skip_frames:
+            k = min(self._skip_frames, spec.shape[1])
+            spec = spec[:, k:]
+            self._skip_frames -= k
+        return self._drop(self.istft.push(spec, out=self._audio[: spec.shape[1] * self.hop]))
+
+    def _drop(self, audio: np.ndarray) -> np.ndarray:
+        if self._skip_samples:
+            k = min(self._skip_samples, audio.shape[0])
+            audio = audio[k:]
+            self._skip_samples -= k
+        return audio
+
+    def flush(self) -> np.ndarray:
+        """Offline end: the phase's pending frames (fed silence) and the iSTFT's pending samples, float32
+        (a new array); then the stage is reset."""
+        outs = []
+        if self.delay_frames:
+            outs.append(self.push(np.zeros((self.n_bins, self.delay_frames), np.float32)).copy())
+        outs.append(self._drop(self.istft.flush()))
+        self.reset()
+        return np.concatenate(outs).astype(np.float32)
+
+
+def chain_delay_samples(model_delay_frames: int, audio: AudioStage) -> int:
+    """The whole chain's delay in samples at the model rate: model lookahead + phase + iSTFT."""
+    return int(model_delay_frames) * audio.hop + audio.delay_samples
+
+
+# -- offline ----------------------------------------------------------------------------------------
+
+
+def render_stream(stage: ModelStage, next_inputs: Callable[[int], np.ndarray], n_frames: int, chunk: int,
+                  progress: Callable[[int], None] | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Offline model stage with its delay dropped: yield (x (C_in, m), y (n_bins, m)) in order, y the
+    log1p-power estimate of the input frames x, covering exactly ``n_frames`` frames.
+
+    Steps of ``chunk`` frames; the first ``stage.delay_frames`` outputs (warm-up) are dropped and as many
+    frames past the end are fed (``next_inputs`` returns zeros there), as ``forward`` does for a clip.
+    """
+    L = stage.delay_frames
+    xs: list[np.ndarray] = []  # inputs not yet matched by outputs (at most L + chunk frames)
+    skip, done, fed = L, 0, 0
+    while done < n_frames:
+        n = min(chunk, n_frames + L - fed)
+        if n <= 0:  # pragma: no cover - the model returned fewer frames than it was given
+            raise RuntimeError("the model stage returned fewer frames than it was fed")
+        x = next_inputs(n)
+        fed += n
+        y = stage.step(x)
+        xs.append(x)
+        if skip:
+            k = min(skip, y.shape[1])
+            y = y[:, k:]
+            skip -= k
+        if y.shape[1] == 0:
+            continue
+        m = min(y.shape[1], n_frames - done)
+        xin = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=1)
+        yield xin[:, :m], y[:, :m]
+        rest = xin[:, m:]
+        xs = [rest] if rest.shape[1] else []
+        done += m
+        if progress:
+            progress(m)
+
+
+class OfflineAudio:
+    """Offline audio stage: log1p-power chunks -> audio of exactly ``n_samples`` samples, the
+    :class:`AudioStage` with its delays dropped (``name``: rtpghi | rtisila). ``push`` returns new arrays."""
+
+    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int, trim_hops: int = 0):
+        self.stage = AudioStage(audio_cfg, render_cfg, phase=name, trim_hops=trim_hops, drop_delay=True)
+        self.remaining = n_samples
+
+    def _emit(self, audio: np.ndarray) -> np.ndarray:
+        audio = audio[: max(self.remaining, 0)].copy()
+        self.remaining -= audio.shape[0]
+        return audio
+
+    def push(self, features: np.ndarray) -> np.ndarray:
+        return self._emit(self.stage.push(features))
+
+    def finish(self) -> np.ndarray:
+        out = np.concatenate([self._emit(self.stage.flush()), np.zeros(max(self.remaining, 0), np.float32)])
+        self.remaining = 0
+        return out
+
+
+# -- live -------------------------------------------------------------------------------------------
+
+
+class Voice:
+    """One instrument's live chain: pianoroll -> model stage -> audio stage -> gate and gains.
+
+    ``inst``: an :class:`rtperformer.engine.Instrument`; ``cfg``: the render and serve settings;
+    ``mode``: streaming | window; ``n_step``: frames per :meth:`render`.
+
+    Gate (``serve.gate``): the output is multiplied by an envelope that opens (in 1 ms) when a note sounds
+    and closes (in 20 ms) once no note has sounded for ``render.release_seconds`` plus the chain's delay.
+    A closed voice skips the model; on the next note it restarts from its precomputed silence state.
+    """
+
+    def __init__(self, inst: Any, cfg: Any, mode: str, n_step: int):
+        from rtperformer.pianoroll import LivePianoroll
+        from rtperformer.rolls import input_channels
+
+        self.name = inst.name
+        self.cfg = inst.cfg
+        a = inst.cfg.audio
+        self.hop = a.hop
+        self.n_bins = a.n_bins
+        self.mode = mode
+        self.n_step = n_step
+        self.channels_in = input_channels(inst.cfg.model)
+        self.has_expression = bool(inst.cfg.model.expression)
+        self.roll = LivePianoroll(inst.cfg.model, a, velocity_sensitive=cfg.render.velocity_sensitive,
+                                  max_frames=max(n_step, 1))
+        self.audio = AudioStage(a, cfg.render, trim_hops=cfg.serve.istft_trim_hops)
+        if mode == "streaming":
+            if inst.cfg.model.form != "streaming":
+                raise UserError(f"model '{inst.name}' has the {inst.cfg.model.form} form, which cannot stream; "
+                                "use render.mode: window")
+            self.model = ModelStage(make_backend(cfg.serve.backend, inst.model, inst.cfg, n_step, inst.model_dir,
+                                                  inst.name))
+            self.silence_state = self.model.silence_state()
+        elif mode == "window":
+            self.model = WindowModelStage(inst.model, inst.cfg, n_step, self.channels_in)
+            self.silence_state = None
+        else:
+            raise UserError(f"unknown render.mode '{mode}' (choose streaming or window)")
+        self.delay_frames = self.model.delay_frames + self.audio.delay_frames  # whole frames, model + phase
+        self.delay_samples = chain_delay_samples(self.model.delay_frames, self.audio)
+        sr = a.sample_rate
+        self.release_frames = int(math.ceil(cfg.render.release_seconds * sr / self.hop)) + self.delay_frames
+        self.open_step = 1.0 / max(1.0, GATE_OPEN_S * sr)
+        self.close_step = 1.0 / max(1.0, GATE_CLOSE_S * sr)
+        self.use_gate = bool(cfg.serve.gate)
+        self.gain = 0.0 if self.use_gate else 1.0
+        self.idle = self.use_gate
+        self.last_sound = -(10 ** 9)
+        self.kill = False
+        self.volume = 1.0
+        self.expression_gain = 1.0
+        self.bend = 0.0
+        self._ramp = np.arange(1, self.hop * n_step + 1, dtype=np.float32)
+        self._env = np.empty(self.hop * n_step, np.float32)
+        self.frames_run = 0
+        self._warmup()
+
+    @property
+    def backend(self) -> Any:
+        """The model runtime (streaming mode)."""
+        return getattr(self.model, "backend", None)
+
+    def _warmup(self) -> None:
+        """Pay first-call costs now (numba compilation of the phase code, runtime allocation), not on
+        the first note: run the whole chain on a few frames of a random input, then reset."""
+        rng = np.random.default_rng(0)
+        x = (rng.random((self.channels_in, self.n_step)) < 0.05).astype(np.float32)
+        for _ in range(3):
+            self.model.reset()
+            self.audio.push(self.model.step(x))
+        self.model.reset()
+        self.audio.reset()
+
+    def wake(self) -> None:
+        """Restart a closed voice from silence (state, phase, iSTFT at steady window sum)."""
+        self.model.reset(self.silence_state)
+        self.audio.reset()
+        warm = self.audio.istft.span // self.hop - 1  # earlier frames whose synthesis reaches the next output sample
+        if warm > 0:
+            self.audio.istft.push(np.zeros((self.n_bins, warm), np.complex64))
+        self.idle = False
+
+    def set_bend(self, semitones: float) -> None:
+        self.bend = semitones
+        self.audio.set_bend(semitones)
+
+    def render(self, f0: int, n: int) -> np.ndarray | None:
+        """Render frames f0..f0+n: float32 (n*hop,) with gate and gains applied (a view of an internal
+        buffer, valid until the next call), or None when silent."""
+        x = self.roll.next_frames(n)
+        if self.roll.sounding > 0:
+            self.last_sound = f0 + n - 1
+            self.kill = False
+            if self.idle:
+                self.wake()
+        elif self.kill:
+            self.last_sound = -(10 ** 9)
+        if self.idle:
+            return None
+        audio = self.audio.push(self.model.step(x))
+        self.frames_run += n
+        if not self.use_gate:
+            g = self.volume * self.expression_gain
+            if g != 1.0:
+                audio *= np.float32(g)
+            return audio
+        target = 1.0 if (f0 + n - 1 - self.last_sound) <= self.release_frames else 0.0
+        m = audio.shape[0]
+        g = np.float32(self.volume * self.expression_gain)
+        if self.gain == target:
+            if target == 1.0:
+                if g != 1.0:
+                    audio *= g
+            else:
+                audio[:] = 0.0
+        else:
+            env = self._env[:m] if m <= self._env.shape[0] else np.empty(m, np.float32)
+            if target > self.gain:
+                np.multiply(self._ramp[:m], self.open_step, out=env)
+                env += self.gain
+                np.minimum(env, 1.0, out=env)
+            else:
+                np.multiply(self._ramp[:m], self.close_step * (8.0 if self.kill else 1.0), out=env)
+                np.subtract(self.gain, env, out=env)
+                np.maximum(env, 0.0, out=env)
+            self.gain = float(env[-1])
+            env *= g
+            audio *= env
+        if self.gain == 0.0 and target == 0.0 and self.roll.sounding == 0:
+            self.idle = True
+            self.kill = False
+        return audio
