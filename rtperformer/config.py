@@ -101,9 +101,7 @@ class RenderConfig:
 class ServeConfig:
     """Live server settings."""
 
-    block_size: int = 256  # audio device block (frames per callback)
-    ring_blocks: int = 8  # output ring capacity in blocks
-    target_fill_blocks: int = 2  # blocks the render thread keeps queued ahead of the callback
+    block_size: int = 0  # audio frames per callback; 0 = the device's own period (JACK's period)
     pitch_bend_range: float = 2.0  # semitones for a full bend
     channel_map: Mapping[int, str] = field(default_factory=dict)  # MIDI channel (0-15) -> instrument
     default_instrument: str = "violin"
@@ -117,8 +115,9 @@ class ServeConfig:
     torch_threads: int = 1  # intra-op threads of the render thread (0 = torch default)
     realtime_priority: int = 5  # SCHED_FIFO priority of the render thread when permitted (0 = off)
     event_queue: int = 4096  # preallocated MIDI event queue (messages)
-    render_delay_ms: float = 1.0  # render this long after a callback, so MIDI of that cycle is in
-    target_fill_frames: int = 384  # output ring fill kept ahead of the callback, frames (0: target_fill_blocks)
+    render_delay_ms: float = 1.0  # after a callback wait this long (at most 1/4 period) so MIDI of that cycle is in
+    lead_samples: int = 0  # least audio queued beyond the next device period (samples); measured lead on top
+    max_lead_samples: int = 2048  # most audio the pacing may queue beyond the next period (samples)
     istft_trim_hops: int = 1  # low-delay synthesis: skip each frame's first q hops (q*5.3 ms sooner; dsp.istft_stream)
     voice_threads: int = 1  # render instruments concurrently in this many threads (1: one after another)
 

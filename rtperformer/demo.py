@@ -148,7 +148,7 @@ def _run(args) -> int:
     from rtperformer.config import Config, load_config
     from rtperformer.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
-    from rtperformer.server import LiveSession, ring_capacity
+    from rtperformer.server import RING_FRAMES, LiveSession
 
     cfg = load_config(args.config) if args.config else Config()
     if args.mode:
@@ -185,10 +185,10 @@ def _run(args) -> int:
         messages.append(TimedMessage(t + 0.25, bytes([0x80, pitch, 0])))
         t += 0.25 + cfg.render.release_seconds + 0.35
     rate = instruments[0].cfg.audio.sample_rate
-    block = int(cfg.serve.block_size)
+    block = int(cfg.serve.block_size) or 256  # the paced stand-in device has no period of its own
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
     engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-    ring = AudioRing(ring_capacity(cfg, engine), 1, drop_late=True)
+    ring = AudioRing(RING_FRAMES, 1)
     record_ring = AudioRing(rate * 4, int(cfg.serve.channels))
     wav_path = out_dir / "demo.wav"
     low_rt = 1 if cfg.serve.realtime_priority > 0 else 0
@@ -215,10 +215,11 @@ def _run(args) -> int:
     wall = time.perf_counter() - t0
 
     wav, sr = sf.read(wav_path, dtype="float32", always_2d=True)
-    med, p95, n = session.latency.ms(rate)
-    lat_ms = [s * 1e3 / rate for s in session.latency.samples]
-    audio_ms = _audio_onsets(wav[:, 0], session.onset_log, rate)
-    figs = _figures(wav, rate, messages, session.onset_log, lat_ms, audio_ms, out_dir,
+    med, p95, n = session.onsets.ms(rate)
+    lat_ms = [s * 1e3 / rate for s in session.onsets.latency_samples()]
+    onset_log = session.onsets.entries()
+    audio_ms = _audio_onsets(wav[:, 0], onset_log, rate)
+    figs = _figures(wav, rate, messages, onset_log, lat_ms, audio_ms, out_dir,
                     f"rtperformer demo: {note}, {cfg.render.mode} mode")
     print(f"wrote {wav_path} ({len(wav) / sr:.1f} s, peak {np.abs(wav).max():.3f}) and {', '.join(map(str, figs))}")
     print(f"note-on -> first output sample (stamp to the block the sound card pulls, {n} notes): "
@@ -227,8 +228,8 @@ def _run(args) -> int:
         print(f"note-on -> onset in the recording (10% of peak, {len(audio_ms)} notes from silence): "
               f"median {np.median(audio_ms):.1f} ms, p95 {np.percentile(audio_ms, 95):.1f} ms")
     print(f"real-time factor {engine.rtf:.3f} (render time / audio time; {wall:.1f} s wall), "
-          f"underruns {ring.underruns}, block {block} at {rate} Hz, ring target "
-          f"{session.target} frames, backend {backends}")
+          f"underruns {ring.underruns}, block {block} at {rate} Hz, lead "
+          f"{session.pacer.lead} frames, backend {backends}")
     return 0
 
 

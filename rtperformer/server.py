@@ -4,11 +4,12 @@
 
 - MIDI (rtmidi's thread, or the file replay thread): stamp with the audio sample clock, push onto a
   preallocated :class:`~rtperformer.midi.queue.MidiQueue` (which never loses a note-off). Nothing else.
-- render thread (this module): drain the queue into the engine, and whenever the output ring holds less
-  than ``serve.target_fill_blocks`` blocks render one more step and write it; otherwise sleep until about
-  the next callback. It runs with SCHED_FIFO ``serve.realtime_priority`` when the OS allows.
+- render thread (this module): woken by each audio callback, drain the queue into the engine and render
+  until the output ring holds the next device period plus a measured lead (rtperformer/audio/pacing.py),
+  so a note-on reaches the next period the device pulls. SCHED_FIFO ``serve.realtime_priority`` when the
+  OS allows.
 - audio callback (rtperformer/audio/output.py): copy ring -> outdata, zero-fill and count underruns, copy
-  what was sent into the recording ring.
+  what was sent into the recording ring, wake the render thread.
 - recorder thread: drain the recording ring into ``--record OUT.wav``.
 
 :func:`serve` is ``rtperformer serve``: it opens the MIDI port before PortAudio (the rtmidi/JACK-Client
@@ -23,9 +24,6 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from rtperformer.audio.recorder import WavRecorder
@@ -35,59 +33,70 @@ from rtperformer.midi.queue import MidiQueue
 from rtperformer.rtsched import set_realtime
 
 
-def step_frames_out(engine) -> int:
-    """Output frames one render step produces."""
-    return int(round(engine.frames_per_step * engine.hop * engine.out_rate / engine.sample_rate))
+RING_FRAMES = 1 << 16  # output ring: any device period (up to 8192) plus the largest lead plus a step
+ONSET_LOG = 4096  # note-ons kept for the latency statistics and the waterfall log (the most recent)
 
 
-def fill_target(cfg: Config, engine) -> int:
-    """Output frames the render thread keeps queued ahead of the callback.
+class OnsetLog:
+    """The most recent ``capacity`` note-ons as rendered, in a preallocated float64 (capacity, 7) array:
+    stamp (device frame when the MIDI arrived), at (device frame where the note's audio begins), pitch,
+    instrument index, arrival / step start / step end (perf_counter). Written by the render thread only;
+    statistics cost the same whatever the uptime."""
 
-    ``serve.target_fill_frames`` (or ``target_fill_blocks`` blocks); a step longer than a block (window mode,
-    or ``serve.step_frames`` > 1) must find its whole output's time queued, or the callback outruns it: at
-    least one step plus one block.
-    """
-    block = int(cfg.serve.block_size)
-    target = int(cfg.serve.target_fill_frames) or int(cfg.serve.target_fill_blocks) * block
-    step = step_frames_out(engine)
-    return max(target, step + block) if step > block else target
+    FIELDS = ("stamp", "at", "pitch", "instrument", "t_arrival", "t_step0", "t_step1")
 
+    def __init__(self, instruments: list[str], capacity: int = ONSET_LOG):
+        self.instruments = list(instruments)
+        self.capacity = int(capacity)
+        self._a = np.zeros((self.capacity, len(self.FIELDS)), np.float64)
+        self.count = 0  # note-ons ever logged
 
-def ring_capacity(cfg: Config, engine) -> int:
-    """Output ring size: ``serve.ring_blocks`` blocks, and never less than the fill target plus one step
-    plus one block (the render thread writes a whole step whenever the fill is below the target; a ring
-    too small for that would drop audio mid-stream)."""
-    block = int(cfg.serve.block_size)
-    return max(int(cfg.serve.ring_blocks) * block, fill_target(cfg, engine) + step_frames_out(engine) + block)
+    def add(self, stamp: int, at: int, pitch: int, instrument: str, t_arrival: float, t_step0: float,
+            t_step1: float) -> None:
+        idx = self.instruments.index(instrument) if instrument in self.instruments else -1
+        self._a[self.count % self.capacity] = (stamp, at, pitch, idx, t_arrival, t_step0, t_step1)
+        self.count += 1
 
+    def array(self) -> np.ndarray:
+        """(n, 7) copy of the kept note-ons, oldest first."""
+        n = min(self.count, self.capacity)
+        idx = np.arange(self.count - n, self.count) % self.capacity
+        return self._a[idx].copy()
 
-LATENCY_WINDOW = 4096  # note-ons the latency figures cover (the most recent ones)
-ONSET_LOG = 65536  # note-ons kept in LiveSession.onset_log (the most recent ones)
+    def entries(self) -> list[tuple[int, int, int, str]]:
+        """(stamp, at, pitch, instrument name) of the kept note-ons, oldest first."""
+        return [(int(r[0]), int(r[1]), int(r[2]), self.instruments[int(r[3])] if r[3] >= 0 else "?")
+                for r in self.array()]
 
-
-@dataclass
-class LatencyStats:
-    """Note-on stamp -> the callback that sends the note's first sample, in output samples (render thread
-    appends). Excludes the device's own output latency and the window's rise time. A fixed-size ring of
-    the last ``LATENCY_WINDOW`` notes: memory and the status line's cost do not grow with uptime."""
-
-    samples: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    def latency_samples(self) -> np.ndarray:
+        """at - stamp of the kept note-ons (device frames)."""
+        a = self.array()
+        return a[:, 1] - a[:, 0]
 
     def ms(self, rate: int) -> tuple[float, float, int]:
-        """(median, p95) in ms over the window and its count; (nan, nan, 0) when empty."""
-        s = list(self.samples)
-        if not s:
+        """(median, p95) of stamp -> first output frame in ms over the kept note-ons, and their count;
+        (nan, nan, 0) when empty."""
+        s = self.latency_samples()
+        if not len(s):
             return float("nan"), float("nan"), 0
-        a = np.asarray(s, dtype=np.float64) * 1e3 / rate
+        a = s * 1e3 / rate
         return float(np.median(a)), float(np.percentile(a, 95)), len(a)
 
 
 class LiveSession:
-    """One engine, one output (AudioOutput or PacedOutput), one event queue, an optional recording."""
+    """One engine, one output (AudioOutput or PacedOutput), one event queue, an optional recording.
+
+    Pacing: the render thread sleeps until the output's callback wakes it, waits ``serve.render_delay_ms``
+    (at most a quarter period) so that MIDI delivered in the same device cycle is in, applies the queued
+    events and renders until the ring holds the next device period plus the measured lead
+    (:class:`rtperformer.audio.pacing.Pacer`).
+    """
 
     def __init__(self, engine, output, ring: AudioRing, events: MidiQueue, cfg: Config,
                  record_ring: AudioRing | None = None, recorder: WavRecorder | None = None,
                  backend_name: str = "", quiet: bool = False):
+        from rtperformer.audio.pacing import Pacer
+
         self.engine = engine
         self.output = output
         self.ring = ring
@@ -97,57 +106,66 @@ class LiveSession:
         self.recorder = recorder
         self.backend_name = backend_name
         self.quiet = quiet
-        self.block = int(cfg.serve.block_size)
-        self.target = fill_target(cfg, engine)
-        if ring.capacity < self.target + step_frames_out(engine):
-            raise ValueError(f"output ring of {ring.capacity} frames cannot hold the fill target {self.target} "
-                             f"plus one step; size it with ring_capacity()")
         self.rate = int(output.samplerate)
-        self.latency = LatencyStats()
-        # (stamp, output sample, pitch, instrument) of the last ONSET_LOG note-ons
-        self.onset_log: deque[tuple[int, int, int, str]] = deque(maxlen=ONSET_LOG)
+        self.pacer = Pacer(self.rate, int(cfg.serve.lead_samples), int(cfg.serve.max_lead_samples))
+        step = int(round(engine.frames_per_step * engine.hop * self.rate / engine.sample_rate))
+        if ring.capacity < self.pacer.ceiling + step + 8192:
+            raise ValueError(f"output ring of {ring.capacity} frames cannot hold the largest lead plus a step "
+                             f"and a device period; use RING_FRAMES")
+        self.onsets = OnsetLog(list(engine.voices))
         self.stop_event = threading.Event()
         self._thread: threading.Thread | None = None
         self.realtime = False
         self.error: BaseException | None = None
         self.status_fields: list = []  # callables -> str, appended to the status line (MIDI, recorder)
 
+    @property
+    def target(self) -> int:
+        """Frames the render thread keeps queued after a render: the device period plus the lead."""
+        return self.pacer.target(self.output.period)
+
     # -- render thread -----------------------------------------------------------------------
+    def _drain(self) -> None:
+        engine, events = self.engine, self.events
+        while True:
+            item = events.pop()
+            if item is None:
+                return
+            engine.push(item[0], item[1], item[2])
+
     def _render_loop(self) -> None:
         self.realtime = set_realtime(int(self.cfg.serve.realtime_priority))
-        engine, ring, events, clock = self.engine, self.ring, self.events, self.output.clock
-        period = self.block / self.rate
+        engine, ring, out, pacer, log = self.engine, self.ring, self.output, self.pacer, self.onsets
+        clock, rate = out.clock, self.rate
         delay = float(self.cfg.serve.render_delay_ms) * 1e-3
         try:
             while not self.stop_event.is_set():
-                while True:
-                    item = events.pop()
-                    if item is None:
-                        break
-                    engine.push(item[0], item[1], item[2])
-                if ring.fill < self.target:
-                    # Just late enough: MIDI delivered in the cycle that just ran gets into this step.
-                    early = clock[1] + delay - time.perf_counter()
-                    if early > 0:
-                        time.sleep(early)
-                        continue
-                    out = engine.render_step()
-                    pos = ring.frames_written + ring.device_offset  # output sample of out[0]
-                    ring.write(out)
-                    for o in engine.onsets:
-                        at = pos + o.offset
-                        self.latency.samples.append(at - o.stamp)
-                        self.onset_log.append((o.stamp, at, o.pitch, o.instrument))
+                if not out.wait_callback(0.05):
                     continue
-                wait = clock[1] + period + delay - time.perf_counter()
-                time.sleep(min(max(wait, 0.0002), 0.002))
+                period = out.period
+                wait = min(delay, 0.25 * period / rate)
+                if wait > 0:
+                    time.sleep(wait)
+                self._drain()
+                while ring.fill < pacer.target(period) and not self.stop_event.is_set():
+                    t0 = time.perf_counter()
+                    audio = engine.render_step()
+                    fill = ring.fill
+                    pos = ring.frames_written + ring.device_offset  # device frame of audio[0]
+                    ring.write(audio)
+                    t1 = time.perf_counter()
+                    pacer.wrote(pacer.deadline(clock[1], period, fill, rate) - t1)
+                    for o in engine.onsets:
+                        log.add(o.stamp, pos + o.offset, o.pitch, o.instrument, o.wall, t0, t1)
+                    self._drain()  # MIDI that came in meanwhile goes into the next step
+                pacer.update(time.perf_counter(), ring.underruns, period)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
             self.stop_event.set()
 
     def start(self) -> None:
-        silence = np.zeros(self.target, np.float32)
-        self.ring.write(silence)  # prefill: the first callbacks find audio
+        """Start the recorder, the render thread and the output. Nothing is prefilled: the first callback
+        wakes the render thread (its silence is the start, not an underrun)."""
         if self.recorder is not None:
             self.recorder.start()
         self._thread = threading.Thread(target=self._render_loop, name="rtperformer-render", daemon=True)
@@ -163,15 +181,33 @@ class LiveSession:
         self.output.close()
 
     # -- status ------------------------------------------------------------------------------
+    def latency_ms(self) -> float:
+        """The latency this server adds by its own account, ms: the wait for the next device period
+        (half a period on average) + the lead + the model and synthesis delay + the device's output
+        latency. MIDI delivery and the model's rise are not included (bench/latency.py measures them)."""
+        e = self.engine
+        period = self.output.period
+        return ((0.5 * period + self.pacer.lead) * 1e3 / self.rate + self.output.latency * 1e3
+                + e.delay_frames * e.hop * 1e3 / e.sample_rate)
+
     def status_line(self) -> str:
-        med, p95, n = self.latency.ms(self.rate)
+        med, p95, n = self.onsets.ms(self.rate)
         fill_ms = self.ring.fill * 1e3 / self.rate
-        est = fill_ms + self.output.latency * 1e3 + self.engine.delay_frames * self.engine.hop * 1e3 / self.engine.sample_rate
         lat = f"{med:.1f}/{p95:.1f}ms(n={n})" if n else "-"
         return (f"notes {self.engine.notes_held:2d}  rtf {self.engine.rtf:.2f}  ring {fill_ms:5.1f}ms  "
-                f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  est.latency {est:.1f}ms  "
-                f"note->out {lat}  {self.backend_name}{' rt' if self.realtime else ''}"
-                + "".join("  " + f() for f in self.status_fields))
+                f"period {self.output.period}  lead {self.pacer.lead * 1e3 / self.rate:.1f}ms  "
+                f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  "
+                f"latency {self.latency_ms():.1f}ms  note->out {lat}  {self.backend_name}"
+                f"{' rt' if self.realtime else ''}" + "".join("  " + f() for f in self.status_fields))
+
+    def latency_log(self) -> dict:
+        """Note-ons and recent callbacks with their clocks, for bench/latency.py's waterfall."""
+        e = self.engine
+        return {"rate": self.rate, "period": self.output.period, "lead": self.pacer.lead,
+                "delay_frames": int(e.delay_frames), "hop": int(e.hop), "model_rate": int(e.sample_rate),
+                "render_delay_ms": float(self.cfg.serve.render_delay_ms), "underruns": int(self.ring.underruns),
+                "fields": list(OnsetLog.FIELDS), "instruments": self.onsets.instruments,
+                "onsets": self.onsets.array().tolist(), "callbacks": self.output.recent_callbacks().tolist()}
 
     def run(self, until=None, status_every: float = 0.5) -> None:
         """Block until a signal, an error, or ``until()`` returns True; print the status line meanwhile.
@@ -241,7 +277,7 @@ def _jack_ports_of(client_prefix: str) -> list[str]:
 
 def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None, virtual: str | None,
           audio_device: str | None, record: str | None, quiet: bool, client_name: str = "rtperformer",
-          backend_name: str = "torch", duration: float | None = None) -> int:
+          backend_name: str = "torch", duration: float | None = None, latency_log: str | None = None) -> int:
     """Run the live server until SIGINT/SIGTERM (or ``duration`` seconds). Returns the exit code."""
     from rtperformer.audio.output import AudioOutput, JACK_HOSTAPI, find_output_device, prepare_portaudio
     from rtperformer.midi.sources import RtMidiSource, default_api
@@ -275,7 +311,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         from rtperformer.engine import Engine
 
         engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-        ring = AudioRing(ring_capacity(cfg, engine), 1, drop_late=True)
+        ring = AudioRing(RING_FRAMES, 1)
         record_ring = None
         if record:
             record_ring = AudioRing(rate * 4, channels)
@@ -307,8 +343,14 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         source.close()
         if recorder is not None:
             recorder.close()
+    if session is not None and latency_log:
+        import json
+
+        from rtperformer.atomic import atomic_write
+
+        data = session.latency_log()
+        atomic_write(latency_log, lambda p: Path(p).write_text(json.dumps(data)))
     if session is not None and not quiet:
-        med, p95, n = session.latency.ms(session.rate)
         sys.stderr.write(f"stopped: {session.status_line()}\n")
         sys.stderr.flush()
     return 0

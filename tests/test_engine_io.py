@@ -83,7 +83,9 @@ def test_paced_output_sends_ring_and_records_exactly():
     got = rec.read()
     assert np.array_equal(got[:1024, 0], x) and np.array_equal(got[:1024, 1], x)
     assert np.all(got[1024:] == 0) and ring.underruns >= 1
-    assert out.clock[0] == out.callbacks * 256
+    assert out.clock[0] == (out.callbacks - 1) * 256 and out.clock[2] == 256 and out.period == 256
+    log = out.recent_callbacks()
+    assert log[:, 0].tolist() == [256 * i for i in range(out.callbacks)] and np.all(np.diff(log[:, 1]) > 0)
 
 
 def test_live_session_end_to_end_with_paced_output(tmp_path):
@@ -91,7 +93,7 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     from rtperformer.config import from_dict
     from rtperformer.engine import Engine, Instrument
     from rtperformer.model.performancenet import build_model
-    from rtperformer.server import LiveSession
+    from rtperformer.server import RING_FRAMES, LiveSession
 
     cfg = from_dict({"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2],
                                "norm": "layer"},
@@ -100,7 +102,7 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     torch.set_num_threads(1)
     engine = Engine([Instrument("violin", build_model(cfg).eval(), cfg)], cfg, schedule="asap")
     rate, block = 48000, 256
-    ring, rec = AudioRing(8 * block, 1), AudioRing(rate * 4, 2)
+    ring, rec = AudioRing(RING_FRAMES, 1), AudioRing(rate * 4, 2)
     recorder = WavRecorder(tmp_path / "s.wav", rate, 2, ring=rec)
     events = EventRing(64)
     output = PacedOutput(ring, rate, block, 2, record_ring=rec)
@@ -115,8 +117,12 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     session.stop()
     recorder.close()
     x, _ = sf.read(tmp_path / "s.wav", dtype="float32")
-    assert len(session.latency.samples) == 1
-    stamp = session.onset_log[0][0]
+    assert session.onsets.count == 1
+    stamp, at, pitch, name = session.onsets.entries()[0]
+    assert pitch == 69 and name == "violin"
+    # the note reaches the next device period: its audio starts at most a period, the lead and the
+    # engine's delay after the stamp (plus the replay's scheduling noise, up to one more period)
+    assert 0 <= at - stamp <= 2 * block + session.pacer.ceiling + engine.delay_frames * engine.hop
     assert np.all(x[:stamp, 0] == 0.0)
     assert np.sqrt(np.mean(x[stamp:stamp + 9600, 0] ** 2)) > 1e-4
     assert "rtf" in session.status_line()

@@ -108,8 +108,13 @@ def tiny_model_dir(tmp_path_factory):
     return d
 
 
+MAX_LEAD = 1024  # serve.max_lead_samples in the test config: the most the pacing queues beyond a period
+
+
 def _fill_frames(mode: str, step_frames: int) -> int:
-    return 768 if mode == "window" else (384 if step_frames == 1 else 2 * 256 * step_frames + 512)
+    """serve.lead_samples: the least audio queued beyond the next period (window mode re-runs the model
+    over the whole window each step: give it more)."""
+    return 512 if mode == "window" else (0 if step_frames == 1 else 512)
 
 
 def _serve_config(tmp: Path, mode: str, step_frames: int = 1) -> Path:
@@ -127,8 +132,8 @@ def _serve_config(tmp: Path, mode: str, step_frames: int = 1) -> Path:
         "  window_step_frames: 2\n"
         "  window_future_frames: 4\n"
         f"  step_frames: {step_frames}\n"
-        # window mode re-runs the model over the whole window each step: give it more ring
-        f"  target_fill_frames: {fill}\n"
+        f"  lead_samples: {fill}\n"
+        f"  max_lead_samples: {max(fill, MAX_LEAD)}\n"
     )
     return p
 
@@ -195,8 +200,8 @@ def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "stre
     import soundfile as sf
 
     recorded, rec_rate = sf.read(rec, dtype="float32", always_2d=True)
-    # output buffering after the render: the ring's fill target, up to one more step, one JACK period
-    out_delay = (_fill_frames(mode, step_frames) + 256 * (step_frames + 1)) / rate
+    # output buffering after the render: the next period, the largest lead, up to one more step
+    out_delay = (max(_fill_frames(mode, step_frames), MAX_LEAD) + 256 * (step_frames + 1)) / rate
     return dict(captured=captured, recorded=recorded, rate=rate, rec_rate=rec_rate, base=base, notes=notes,
                 chord_t=chord_t, xruns=xruns, stderr="".join(err), out_delay=out_delay)
 

@@ -90,30 +90,37 @@ def test_event_ring_roundtrip_and_full():
     assert len(q) == 0
 
 
-def test_drop_late_repays_underrun_and_keeps_timeline():
-    ring = AudioRing(16, 1, drop_late=True)
+def test_late_audio_is_played_late_not_skipped():
+    """After an underrun the audio that arrives is played (a gap, then the sound), never skipped to keep
+    a timeline: being slow must not turn into silence. The device offset counts the zeros served."""
+    ring = AudioRing(16, 1)
     out = np.empty((4, 1), np.float32)
+    assert ring.read_into(out) == 0 and ring.underruns == 0  # before the first write: the start, no underrun
     ring.write(np.arange(2, dtype=np.float32))
-    assert ring.read_into(out) == 2 and ring.debt == 2 and ring.device_offset == 2
-    ring.write(np.arange(10, 18, dtype=np.float32))  # frames 10, 11 arrived late: dropped
+    assert ring.read_into(out) == 2 and ring.underruns == 1 and ring.device_offset == 6
+    ring.write(np.arange(10, 18, dtype=np.float32))
     assert ring.read_into(out) == 4
-    assert out[:, 0].tolist() == [12, 13, 14, 15]
-    assert ring.debt == 0 and ring.skipped_frames == 2 and ring.device_offset == 0
+    assert out[:, 0].tolist() == [10, 11, 12, 13]
+    assert ring.min_spare == -4  # the worst read found 4 frames missing
 
 
-def test_ring_capacity_holds_fill_target_plus_a_step():
-    """A long step (4 frames of hop 256) with a large fill target must fit in the output ring: a ring
-    sized by serve.ring_blocks alone (2048 frames) would drop audio mid-stream."""
-    import dataclasses
-    from types import SimpleNamespace
+def test_pacer_grows_on_underruns_and_gives_the_lead_back_when_in_time():
+    from rtperformer.audio.pacing import Pacer
 
-    from rtperformer.config import Config
-    from rtperformer.server import fill_target, ring_capacity
-
-    engine = SimpleNamespace(frames_per_step=4, hop=256, out_rate=48000, sample_rate=48000)
-    cfg = Config()
-    cfg = cfg.replace(serve=dataclasses.replace(cfg.serve, step_frames=4, target_fill_frames=2560))
-    assert fill_target(cfg, engine) == 2560
-    assert ring_capacity(cfg, engine) >= 2560 + 1024
-    small = cfg.replace(serve=dataclasses.replace(cfg.serve, target_fill_frames=128))
-    assert fill_target(small, engine) == 1024 + 256  # one step plus one block at least
+    p = Pacer(48000, floor=0, ceiling=1024, window_s=0.25)
+    assert p.target(256) == 256
+    p.update(0.0, 0, 256)  # opens the first window
+    p.wrote(0.001)
+    assert not p.update(0.1, 3, 256)  # window not over yet
+    assert p.update(0.3, 3, 256) and p.lead == 256  # underruns in the window: one period more
+    for t in (0.6, 0.9, 1.2, 1.5, 1.8):
+        p.update(t, 3 + int(t * 10), 256)
+    assert p.lead == 1024  # capped
+    p.wrote(0.0225)  # every write >= 22.5 ms before its deadline: 4 periods of spare after the guard
+    p.wrote(0.030)
+    assert p.update(2.1, 21, 256) and p.lead == 0  # all given back in one window
+    p.wrote(0.003)  # less than a period of spare: keep
+    assert not p.update(2.4, 21, 256) and p.lead == 0
+    # the deadline of a write is the callback that reads its first frame
+    assert Pacer.deadline(1.0, 256, 0, 48000) == 1.0 + 256 / 48000
+    assert Pacer.deadline(1.0, 64, 130, 48000) == 1.0 + 3 * 64 / 48000

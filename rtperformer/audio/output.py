@@ -1,9 +1,16 @@
 """The sounddevice output stream: the audio callback copies from an SPSC ring into ``outdata``.
 
 The callback does nothing else: ``ring.read_into(outdata)`` (zero-fill + underrun count when short),
-an optional copy of exactly those frames into a second ring for the WAV recorder, and two stores into
-a preallocated clock array (frames played, ``perf_counter`` at the callback) that the MIDI thread
-reads to stamp messages with the audio sample clock. No buffer allocation, no locks, no logging.
+an optional copy of exactly those frames into a second ring for the WAV recorder, a few stores into
+preallocated arrays (the clock: frames played, ``perf_counter`` at the callback and its block size, which
+the MIDI thread reads to stamp messages with the audio sample clock; a log of recent callbacks for the
+latency waterfall), and one byte written to a non-blocking pipe that wakes the render thread
+(:meth:`AudioOutput.wait_callback`): the render side is paced by the device, not by a timer. No buffer
+allocation, no locks, no logging.
+
+Block size: ``blocksize=0`` (the default, ``serve.block_size: 0``) takes the host's own period (on JACK
+the server's period), so each callback is one device period; a fixed PortAudio block on a different JACK
+period would run several callbacks back to back or buffer on its own (ARCHITECTURE.md, section 6).
 
 sounddevice initialises PortAudio when it is imported, so :func:`prepare_portaudio` (JACK client name,
 ``JACK_DEFAULT_SERVER``, no server autostart) must run before the first import; nothing in this module
@@ -15,6 +22,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import select
 import sys
 import time
 
@@ -100,11 +108,16 @@ def find_output_device(spec: str | int | None, prefer_jack: bool = True) -> tupl
 class AudioOutput:
     """An output stream fed from ``ring`` (mono or ``channels`` wide) at the device's rate.
 
-    ``record_ring`` (optional, ``channels`` wide): receives every frame written to the device.
-    ``clock``: float64 (2,) = [frames played so far, perf_counter() at that callback].
+    ``blocksize``: frames per callback, 0 = the host's period. ``record_ring`` (optional, ``channels``
+    wide): receives every frame written to the device. ``clock``: float64 (3,) = [device frames played
+    before the last callback, perf_counter() at it, its frame count]. ``callback_log``: float64
+    (CALLBACK_LOG, 2) ring of (device frame at the callback's first sample, perf_counter at its start),
+    entry ``i % CALLBACK_LOG`` for callback ``i``.
     """
 
-    def __init__(self, ring: AudioRing, samplerate: int, blocksize: int, channels: int = 2,
+    CALLBACK_LOG = 1 << 14
+
+    def __init__(self, ring: AudioRing, samplerate: int, blocksize: int = 0, channels: int = 2,
                  device: int | None = None, record_ring: AudioRing | None = None):
         self.ring = ring
         self.record_ring = record_ring
@@ -112,12 +125,17 @@ class AudioOutput:
         self.blocksize = int(blocksize)
         self.channels = int(channels)
         self.device = device
-        self.clock = np.zeros(2, dtype=np.float64)
+        self.clock = np.zeros(3, dtype=np.float64)
+        self.callback_log = np.zeros((self.CALLBACK_LOG, 2), dtype=np.float64)
         self.callbacks = 0
         self.status_flags = 0  # callbacks where PortAudio reported an xrun (under/overflow)
         self.stream = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
 
     def _callback(self, outdata, frames, time_info, status):  # audio thread
+        t = time.perf_counter()
         self.ring.read_into(outdata)
         rec = self.record_ring
         if rec is not None:
@@ -125,20 +143,57 @@ class AudioOutput:
         if status:
             self.status_flags += 1
         clock = self.clock
-        clock[0] += frames
-        clock[1] = time.perf_counter()
+        log = self.callback_log[self.callbacks % self.CALLBACK_LOG]
+        log[0] = clock[0] + clock[2]
+        log[1] = t
+        clock[0] += clock[2]
+        clock[1] = t
+        clock[2] = frames
         self.callbacks += 1
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:  # the render thread has 64 KiB of wake-ups unread: it knows already
+            pass
+
+    @property
+    def period(self) -> int:
+        """Frames of the last callback (the device period once running; ``blocksize`` before)."""
+        return int(self.clock[2]) or self.blocksize
+
+    def wait_callback(self, timeout: float) -> bool:
+        """Block (releasing the GIL) until a callback ran since the last call, or ``timeout`` seconds pass.
+        Returns whether one ran. One waiter only (the render thread)."""
+        try:
+            if os.read(self._wake_r, 4096):
+                return True
+        except BlockingIOError:
+            pass
+        ready, _, _ = select.select([self._wake_r], [], [], timeout)
+        if not ready:
+            return False
+        try:
+            os.read(self._wake_r, 4096)
+        except BlockingIOError:
+            pass
+        return True
 
     def sample_clock(self) -> int:
-        """The audio sample clock now: frames played + time since that callback (any thread)."""
-        frames = self.clock[0]
-        t = self.clock[1]
+        """The audio sample clock now (any thread): the device frame being played, estimated as the
+        frames played before the last callback plus the time since it (at most one period)."""
+        clock = self.clock
+        frames, t, period = clock[0], clock[1], clock[2]
         if t == 0.0:
             return int(frames)
         ahead = (time.perf_counter() - t) * self.samplerate
-        if ahead > self.blocksize:
-            ahead = self.blocksize
+        if ahead > period:
+            ahead = period
         return int(frames + ahead)
+
+    def recent_callbacks(self) -> np.ndarray:
+        """(n, 2) float64: the logged callbacks in order, oldest first (device frame, perf_counter)."""
+        n = min(self.callbacks, self.CALLBACK_LOG)
+        idx = (np.arange(self.callbacks - n, self.callbacks)) % self.CALLBACK_LOG
+        return self.callback_log[idx].copy()
 
     def open(self) -> None:
         sd = import_sounddevice()
@@ -166,6 +221,13 @@ class AudioOutput:
             finally:
                 self.stream.close()
                 self.stream = None
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
 
 class PacedOutput(AudioOutput):
@@ -175,6 +237,8 @@ class PacedOutput(AudioOutput):
 
     def __init__(self, ring: AudioRing, samplerate: int, blocksize: int, channels: int = 2,
                  record_ring: AudioRing | None = None, speed: float = 1.0, realtime_priority: int = 0):
+        if blocksize < 1:
+            raise ValueError("a paced output needs a block size >= 1")
         super().__init__(ring, samplerate, blocksize, channels, None, record_ring)
         self.speed = float(speed)
         self.realtime_priority = int(realtime_priority)  # SCHED_FIFO for the pacing thread, when allowed
@@ -214,3 +278,4 @@ class PacedOutput(AudioOutput):
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self._close_pipe()

@@ -7,7 +7,9 @@ sees a consistent prefix of the other's work. Storage is allocated once in ``__i
 methods copy with slice assignment and never allocate buffers.
 
 :class:`AudioRing`: float32 frames ``(capacity, channels)``; :meth:`AudioRing.read_into` zero-fills
-what it cannot serve and counts an underrun (the audio callback's side).
+what it cannot serve and counts an underrun (the audio callback's side). Late audio is never skipped:
+what arrives after an underrun is played, late, so being slow costs a gap and some latency, never the
+audio that follows (the render side decides how far ahead to stay, rtperformer/audio/pacing.py).
 :class:`EventRing`: short MIDI messages stamped with a sample time (the MIDI thread's queue to the
 render thread).
 """
@@ -24,21 +26,19 @@ class AudioRing:
     Reader: :meth:`read_into` (audio callback) or :meth:`read` (recorder thread).
     """
 
-    def __init__(self, capacity: int, channels: int = 1, drop_late: bool = False):
+    def __init__(self, capacity: int, channels: int = 1):
         if capacity < 1 or channels < 1:
             raise ValueError("ring capacity and channels must be >= 1")
         self.capacity = int(capacity)
         self.channels = int(channels)
-        # drop_late: frames zero-filled by an underrun are owed, and the reader skips that many frames
-        # once audio arrives, so the ring -> device timeline (and the latency) stays where it was.
-        self.drop_late = bool(drop_late)
-        self.debt = 0  # frames still to skip (reader only)
-        self.skipped_frames = 0  # late frames dropped to repay underruns (reader only)
         self._buf = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self._w = 0  # frames ever written (writer only)
         self._r = 0  # frames ever read (reader only)
-        self.underruns = 0  # reads that found fewer frames than asked (reader only)
-        self.underrun_frames = 0  # zero frames served in their place (reader only)
+        self.underruns = 0  # reads that found fewer frames than asked, once anything was written (reader only)
+        self.underrun_frames = 0  # zero frames served in place of audio, from the first read on (reader only)
+        # Frames the reader found beyond what it took, lowest since the writer last reset it: how much
+        # earlier the audio could have arrived (the render side's pacing reads and resets it).
+        self.min_spare = 1 << 62
         self.overruns = 0  # writes that did not fit (writer only)
         self.dropped_frames = 0  # frames not written for lack of space (writer only)
 
@@ -54,8 +54,8 @@ class AudioRing:
 
     @property
     def device_offset(self) -> int:
-        """Device frame of ring frame i is i + device_offset (zero-filled frames not yet repaid)."""
-        return self.underrun_frames - self.skipped_frames
+        """Device frame of ring frame i is i + device_offset (the zero frames served before it)."""
+        return self.underrun_frames
 
     @property
     def frames_written(self) -> int:
@@ -98,12 +98,8 @@ class AudioRing:
         """
         m = out.shape[0]
         avail = self._w - self._r
-        if self.debt and avail:
-            k = self.debt if self.debt <= avail else avail
-            self._r += k
-            self.debt -= k
-            self.skipped_frames += k
-            avail -= k
+        if avail - m < self.min_spare:
+            self.min_spare = avail - m
         n = m if avail >= m else avail
         if n > 0:
             start = self._r % self.capacity
@@ -114,10 +110,9 @@ class AudioRing:
             self._r += n
         if n < m:
             out[n:] = 0.0
-            self.underruns += 1
             self.underrun_frames += m - n
-            if self.drop_late:
-                self.debt += m - n
+            if self._w:  # before the first write the silence is the start, not a failure
+                self.underruns += 1
         return n
 
     def read(self, max_frames: int | None = None) -> np.ndarray:

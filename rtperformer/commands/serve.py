@@ -25,6 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--client-name", default="rtperformer", help="JACK/ALSA client name (default rtperformer)")
     p.add_argument("--duration", type=float, help="stop after this many seconds (default: run until Ctrl-C)")
     p.add_argument("--quiet", action="store_true", help="no status line on stderr")
+    p.add_argument("--latency-log", metavar="OUT.json",
+                   help="on exit, write the note-ons and callbacks with their clocks (bench/latency.py's waterfall)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,4 +67,5 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(cfg.serve.torch_threads))
     instruments = load_instruments(args.model)
     return serve(cfg, instruments, api, args.midi_port, args.virtual, args.audio_device, args.record,
-                 args.quiet, client_name=args.client_name, duration=args.duration)
+                 args.quiet, client_name=args.client_name, duration=args.duration,
+                 latency_log=args.latency_log)
