@@ -262,13 +262,11 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
 
 
 def _serve_config(tmp: Path, backend: str, step_frames: int | None = None) -> Path:
-    """The served config: short release; ``step_frames`` > 1 also grows the ring to one step plus a block
-    (as bench/throughput.py's underrun replay assumes)."""
+    """The served config: short release; ``step_frames`` > 1 also keeps a step of lead queued."""
     p = tmp / "bench-serve.yaml"
     text = f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n"
     if step_frames:
-        blocks = max(2, -(-step_frames * 256 // PERIOD) + 1)
-        text += f"  step_frames: {step_frames}\n  target_fill_blocks: {blocks}\n  ring_blocks: {max(8, 2 * blocks)}\n"
+        text += f"  step_frames: {step_frames}\n  lead_samples: {256 * (step_frames - 1)}\n"
     p.write_text(text)
     return p
 

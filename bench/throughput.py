@@ -8,7 +8,7 @@ chunk size (frames per step; the server's ``serve.step_frames``):
   (rtperformer.engine: pianoroll + model step + magnitude + RTPGHI + streaming iSTFT + mix per voice):
   median over repeated runs of (render time / audio time); plus the p99 and max of single steps and the
   underruns a server ring would have had with these step times (a replay of the measured times against a
-  real-time consumer; the ring holds ``serve.target_fill_blocks`` blocks, or one step of audio plus a block
+  real-time consumer; the ring holds the next period plus ``serve.lead_samples``, or one step of audio plus a block
   for chunks longer than that: ``ring_ms``, which adds to the latency);
 - ``engine_3_threads`` (ONNX): the 3 instruments stepped concurrently (``serve.voice_threads`` 3);
 - ``first_call_s``: building the backend (export / trace) and the first step.
@@ -90,11 +90,11 @@ def simulate_underruns(step_s: list[float], step_samples: int, rate: int, block:
     return underruns
 
 
-def ring_blocks_for(chunk: int, hop: int, block: int, target_fill_blocks: int) -> int:
-    """Blocks a server must keep queued to run ``chunk``-frame steps: ``serve.target_fill_blocks`` (sized
-    for one-frame steps), or one step of audio plus one block when a step is longer than that. The extra
-    blocks are extra output latency, reported as ``ring_ms``."""
-    return max(target_fill_blocks, -(-chunk * hop // block) + 1)
+def ring_blocks_for(chunk: int, hop: int, block: int, lead_samples: int) -> int:
+    """Blocks a server keeps queued to run ``chunk``-frame steps: the next period plus
+    ``serve.lead_samples`` (rtperformer/audio/pacing.py), or one step of audio plus one block when a step is
+    longer than that. The extra blocks are extra output latency, reported as ``ring_ms``."""
+    return max(1 + -(-lead_samples // block), -(-chunk * hop // block) + 1)
 
 
 def _engine_events(cfg, n_inst: int, n_frames: int) -> list[tuple[int, bytes]]:
@@ -143,8 +143,8 @@ def bench_engine(model, cfg, backend: str, chunk: int, n_inst: int, seconds: flo
             cpu_runs.append((time.process_time() - c0) / audio_s)
             singles.extend(times)
     step_samples = chunk * hop
-    block = int(cfg.serve.block_size)
-    target_blocks = ring_blocks_for(chunk, hop, block, int(cfg.serve.target_fill_blocks))
+    block = int(cfg.serve.block_size) or 256  # 0 = the device's period: JACK's 256 here
+    target_blocks = ring_blocks_for(chunk, hop, block, int(cfg.serve.lead_samples))
     under = simulate_underruns(singles, step_samples, rate, block, target_blocks)
     names = sorted({v.backend.name for v in engine.voices.values()})
     engine.close()
