@@ -107,20 +107,30 @@ def test_late_audio_is_played_late_not_skipped():
 def test_pacer_grows_on_underruns_and_gives_the_lead_back_when_in_time():
     from rtperformer.audio.pacing import Pacer
 
-    p = Pacer(48000, floor=0, ceiling=1024, window_s=0.25)
+    p = Pacer(48000, floor=0, ceiling=1024, window_s=0.25, guard_s=0.001, calm_windows=4, min_grow=128)
     assert p.target(256) == 256
     p.update(0.0, 0, 256)  # opens the first window
     p.wrote(0.001)
     assert not p.update(0.1, 3, 256)  # window not over yet
     assert p.update(0.3, 3, 256) and p.lead == 256  # underruns in the window: one period more
-    for t in (0.6, 0.9, 1.2, 1.5, 1.8):
-        p.update(t, 3 + int(t * 10), 256)
+    for i in range(5):
+        p.update(0.6 + 0.3 * i, 10 + i, 256)
     assert p.lead == 1024  # capped
-    p.wrote(0.0225)  # every write >= 22.5 ms before its deadline: 4 periods of spare after the guard
+    assert p.update(2.4, 14, 64) is False  # capped: no change
+    t = 2.4
+    for k in range(3):  # three calm windows with >= 22.5 ms of slack: not yet
+        t += 0.3
+        p.wrote(0.0225)
+        assert not p.update(t, 14, 256)
     p.wrote(0.030)
-    assert p.update(2.1, 21, 256) and p.lead == 0  # all given back in one window
-    p.wrote(0.003)  # less than a period of spare: keep
-    assert not p.update(2.4, 21, 256) and p.lead == 0
+    assert p.update(t + 0.3, 14, 256) and p.lead == 0  # the fourth: all given back (4 periods of spare)
+    p2 = Pacer(48000, floor=128, ceiling=4096, min_grow=128)
+    p2.update(0.0, 0, 64)
+    assert p2.update(0.3, 1, 64) and p2.lead == 256  # small periods grow by min_grow
+    for i in range(4):
+        p2.wrote(0.002)  # 1 ms of spare after the guard: 48 frames < a period... of 64: keep
+        p2.update(0.6 + 0.3 * i, 1, 64)
+    assert p2.lead == 256
     # the deadline of a write is the callback that reads its first frame
     assert Pacer.deadline(1.0, 256, 0, 48000) == 1.0 + 256 / 48000
     assert Pacer.deadline(1.0, 64, 130, 48000) == 1.0 + 3 * 64 / 48000

@@ -7,16 +7,18 @@ the next device period whenever the render is in time, whatever the period (64 .
 
 ``lead`` is not a guess: it starts at ``floor`` (``serve.lead_samples``) and follows what is measured.
 
+- Underruns: a window with an underrun grows ``lead`` by one period (at least ``min_grow`` frames, so
+  that small periods reach a step's compute time quickly), up to ``ceiling``.
 - Slack: after each write the render thread reports how long before its deadline the new audio arrived
-  (the deadline is the callback that will read its first frame). The lowest slack of a window says how
-  much earlier the audio could have been queued: when even that would have been in time one whole period
-  later, ``lead`` shrinks by that many periods (never below ``floor``).
-- Underruns: a window with an underrun grows ``lead`` by one period (never above ``ceiling``).
+  (the deadline is the callback that will read its first frame). Once ``calm_windows`` windows in a row
+  had no underrun, their lowest slack less ``guard_s`` says how much earlier the audio could have been
+  queued: ``lead`` shrinks by that many whole periods (never below ``floor``).
 
-Windows are ``window_s`` long (0.25 s), so after an overload (a CPU hog, a burst of notes) the margin it
-needed is given back within one window of the load ending, and a machine whose render jitters keeps just
-the margin that jitter needs. Being late is never answered with silence: late audio is played late
-(rtperformer/audio/ring.py) and the lead grows so the next blocks are not late.
+Windows are ``window_s`` long (0.25 s; 4 calm windows = 1 s), so after an overload (a CPU hog, a burst of
+notes) the margin it needed is given back about a second after the load ends, a machine whose render
+jitters keeps the margin that jitter needs (a spike within the last second holds it), and being late is
+never answered with silence: late audio is played late (rtperformer/audio/ring.py) and the lead grows so
+the next blocks are not.
 
 Delay this stage adds to a note: the wait for the next device period (0..period) plus ``lead``; the
 status line shows ``lead`` and the ring fill.
@@ -35,7 +37,7 @@ class Pacer:
     """
 
     def __init__(self, rate: int, floor: int = 0, ceiling: int = 4096, window_s: float = 0.25,
-                 guard_s: float = 0.0005):
+                 guard_s: float = 0.001, calm_windows: int = 4, min_grow: int = 128):
         if floor < 0 or ceiling < floor:
             raise ValueError(f"lead bounds must satisfy 0 <= floor <= ceiling (got {floor}, {ceiling})")
         self.rate = int(rate)
@@ -43,8 +45,11 @@ class Pacer:
         self.ceiling = int(ceiling)
         self.window_s = float(window_s)
         self.guard_s = float(guard_s)
+        self.calm_windows = int(calm_windows)
+        self.min_grow = int(min_grow)
         self.lead = self.floor
-        self.min_slack_s = math.inf
+        self.min_slack_s = math.inf  # lowest slack of the open window
+        self._calm: list[float] = []  # lowest slack of each calm window since the last change
         self._t_window = None
         self._underruns = 0
         self.grown = 0  # windows that grew the lead (underruns)
@@ -77,11 +82,15 @@ class Pacer:
         old = self.lead
         period = max(1, int(period))
         if underruns > self._underruns:
-            self.lead = min(self.ceiling, self.lead + period)
+            self.lead = min(self.ceiling, self.lead + max(period, self.min_grow))
+            self._calm.clear()
         elif math.isfinite(self.min_slack_s):
-            spare = int((self.min_slack_s - self.guard_s) * self.rate)
-            if spare >= period:
-                self.lead = max(self.floor, self.lead - (spare // period) * period)
+            self._calm.append(self.min_slack_s)
+            if len(self._calm) >= self.calm_windows:
+                spare = int((min(self._calm) - self.guard_s) * self.rate)
+                if spare >= period and self.lead > self.floor:
+                    self.lead = max(self.floor, self.lead - (spare // period) * period)
+                self._calm.clear()
         self._t_window = now
         self._underruns = underruns
         self.min_slack_s = math.inf
