@@ -107,8 +107,8 @@ class LiveSession:
         self.backend_name = backend_name
         self.quiet = quiet
         self.rate = int(output.samplerate)
-        self.pacer = Pacer(self.rate, int(cfg.serve.lead_samples), int(cfg.serve.max_lead_samples))
         step = int(round(engine.frames_per_step * engine.hop * self.rate / engine.sample_rate))
+        self.pacer = Pacer(self.rate, int(cfg.serve.lead_samples), int(cfg.serve.max_lead_samples), step=step)
         if ring.capacity < self.pacer.ceiling + step + 8192:
             raise ValueError(f"output ring of {ring.capacity} frames cannot hold the largest lead plus a step "
                              f"and a device period; use RING_FRAMES")
@@ -183,11 +183,11 @@ class LiveSession:
     # -- status ------------------------------------------------------------------------------
     def latency_ms(self) -> float:
         """The latency this server adds by its own account, ms: the wait for the next device period
-        (half a period on average) + the lead + the model and synthesis delay + the device's output
+        (half a period on average) + the lead (and a whole step queued at periods below a step) + the model and synthesis delay + the device's output
         latency. MIDI delivery and the model's rise are not included (bench/latency.py measures them)."""
         e = self.engine
         period = self.output.period
-        return ((0.5 * period + self.pacer.lead) * 1e3 / self.rate + self.output.latency * 1e3
+        return ((self.pacer.target(period) - 0.5 * period) * 1e3 / self.rate + self.output.latency * 1e3
                 + e.delay_frames * e.hop * 1e3 / e.sample_rate)
 
     def status_line(self) -> str:

@@ -131,6 +131,7 @@ def test_pacer_grows_on_underruns_and_gives_the_lead_back_when_in_time():
         p2.wrote(0.002)  # 1 ms of spare after the guard: 48 frames < a period... of 64: keep
         p2.update(0.6 + 0.3 * i, 1, 64)
     assert p2.lead == 256
+    assert Pacer(48000, step=256).target(64) == 256 and Pacer(48000, step=256).target(1024) == 1024
     # the deadline of a write is the callback that reads its first frame
     assert Pacer.deadline(1.0, 256, 0, 48000) == 1.0 + 256 / 48000
     assert Pacer.deadline(1.0, 64, 130, 48000) == 1.0 + 3 * 64 / 48000

@@ -1,8 +1,10 @@
 """How far ahead of the sound card the render thread stays: one device period plus a measured lead.
 
 The render thread is woken by every audio callback (:meth:`rtperformer.audio.output.AudioOutput.wait_callback`)
-and then renders until the output ring holds ``target(period) = period + lead`` frames: the block the
-device pulls next, from the freshest MIDI, plus ``lead`` frames of margin. A note-on therefore reaches
+and then renders until the output ring holds ``target(period) = max(period, step) + lead`` frames: the
+block the device pulls next, from the freshest MIDI, plus ``lead`` frames of margin. A period shorter than
+one model step (64 or 128 frames against a 256-sample hop) keeps a whole step queued, so that a step's
+compute fits between a wake-up and the moment the ring runs dry. A note-on therefore reaches
 the next device period whenever the render is in time, whatever the period (64 ... 2048).
 
 ``lead`` is not a guess: it starts at ``floor`` (``serve.lead_samples``) and follows what is measured.
@@ -33,11 +35,12 @@ class Pacer:
     """Render-ahead target for one output.
 
     ``rate``: device frames per second; ``floor`` / ``ceiling``: bounds of ``lead`` in frames;
-    ``guard_s``: slack kept on top of a shrunk lead (scheduling noise of the wake-up).
+    ``guard_s``: slack kept on top of a shrunk lead (scheduling noise of the wake-up); ``step``: device
+    frames one render step writes.
     """
 
     def __init__(self, rate: int, floor: int = 0, ceiling: int = 4096, window_s: float = 0.25,
-                 guard_s: float = 0.001, calm_windows: int = 4, min_grow: int = 128):
+                 guard_s: float = 0.001, calm_windows: int = 4, min_grow: int = 128, step: int = 0):
         if floor < 0 or ceiling < floor:
             raise ValueError(f"lead bounds must satisfy 0 <= floor <= ceiling (got {floor}, {ceiling})")
         self.rate = int(rate)
@@ -47,6 +50,7 @@ class Pacer:
         self.guard_s = float(guard_s)
         self.calm_windows = int(calm_windows)
         self.min_grow = int(min_grow)
+        self.step = int(step)
         self.lead = self.floor
         self.min_slack_s = math.inf  # lowest slack of the open window
         self._calm: list[float] = []  # lowest slack of each calm window since the last change
@@ -56,8 +60,9 @@ class Pacer:
         self.shrunk = 0  # windows that shrank it
 
     def target(self, period: int) -> int:
-        """Frames the ring should hold after a render: the next device period plus the lead."""
-        return int(period) + self.lead
+        """Frames the ring should hold after a render: the next device period (at least one step) plus
+        the lead."""
+        return max(int(period), self.step) + self.lead
 
     @staticmethod
     def deadline(t_callback: float, period: int, fill_before: int, rate: int) -> float:
