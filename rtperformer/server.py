@@ -14,7 +14,7 @@
 
 :func:`serve` is ``rtperformer serve``: it opens the MIDI port before PortAudio (the rtmidi/JACK-Client
 ordering trap), prints ``ready: midi=<port> audio=<ports>`` on stdout once both are open, a status line on
-stderr twice a second (unless quiet), and shuts down cleanly on SIGINT/SIGTERM (exit 0).
+stderr twice a second (unless quiet), and shuts down cleanly on SIGINT/SIGTERM/SIGHUP (exit 0).
 """
 
 from __future__ import annotations
@@ -325,9 +325,11 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
                               backend_name=f"{'jack' if hostapi == JACK_HOSTAPI else hostapi}/{cfg.render.mode}/{names}", quiet=quiet)
         stop = session.stop_event
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal ends cleanly too
             signal.signal(sig, lambda *_: stop.set())
         session.status_fields.append(lambda: midi_status(source, events, engine))
+        if recorder is not None:
+            session.status_fields.append(lambda: recorder.status)
         session.start()
         source.arm()
         ports = _jack_ports_of(f"{client_name}-out") if hostapi == JACK_HOSTAPI else []
@@ -352,5 +354,9 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         atomic_write(latency_log, lambda p: Path(p).write_text(json.dumps(data)))
     if session is not None and not quiet:
         sys.stderr.write(f"stopped: {session.status_line()}\n")
+        sys.stderr.flush()
+    if recorder is not None:
+        sys.stderr.write(f"recorded {recorder.path}: {recorder.frames / recorder.samplerate:.1f} s"
+                         f"{' (' + recorder.error + ')' if recorder.error else ''}\n")
         sys.stderr.flush()
     return 0

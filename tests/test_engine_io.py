@@ -58,11 +58,51 @@ def test_recorder_drains_ring_and_renames(tmp_path):
         while ring.space < 500:
             time.sleep(0.002)
         ring.write(data[i:i + 500])
-    assert not out.exists()  # written under a temporary name until closed
     rec.close()
     got, sr = sf.read(out, dtype="float32")
     assert sr == 48000 and np.array_equal(got, data)
-    assert not list(tmp_path.glob("*.part"))
+    assert [p.name for p in tmp_path.iterdir()] == ["r.wav"]
+
+
+def test_recorder_file_is_readable_up_to_the_last_second_while_recording(tmp_path):
+    """The take is under its own name from the start and its header follows every second of audio: a copy
+    taken mid-take (what a crash leaves) reads back the whole seconds written so far."""
+    import shutil
+
+    out = tmp_path / "take.wav"
+    rec = WavRecorder(out, 8000, 1)
+    data = np.random.default_rng(1).standard_normal((8000 * 3 + 500, 1)).astype(np.float32) * 0.1
+    for i in range(0, len(data), 800):
+        rec.write(data[i:i + 800])
+    shutil.copy(out, tmp_path / "crash.wav")  # the file as a SIGKILL would leave it
+    got, _ = sf.read(tmp_path / "crash.wav", dtype="float32", always_2d=True)
+    assert len(got) >= 3 * 8000 and np.array_equal(got, data[: len(got)])
+    assert open(tmp_path / "crash.wav", "rb").read(4) == b"RIFF"  # a plain WAV below 4 GiB
+    rec.close()
+
+
+def test_recorder_write_error_stops_recording_not_the_caller(tmp_path):
+    """A write that fails (here a file size limit, as a full disk fails) sets ``error`` and drops the rest;
+    the file keeps what was written."""
+    import resource
+    import signal
+
+    out = tmp_path / "full.wav"
+    rec = WavRecorder(out, 8000, 1)
+    old = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_sig = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, old[1]))
+    try:
+        data = np.ones((8000 * 10, 1), np.float32) * 0.1
+        for i in range(0, len(data), 800):
+            rec.write(data[i:i + 800])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old)
+        signal.signal(signal.SIGXFSZ, old_sig)
+    assert rec.error.startswith("recording stopped (file too large)") and rec.lost_frames > 0
+    rec.close()
+    got, _ = sf.read(out, dtype="float32")
+    assert 8000 <= rec.frames <= len(got) < rec.frames + 800 and np.all(got == np.float32(0.1))
 
 
 def test_recorder_missing_folder_is_user_error(tmp_path):

@@ -184,3 +184,117 @@ def test_engine_refuses_an_unavailable_backend(monkeypatch):
     model, cfg = tiny(serve={"backend": "onnx"})
     with pytest.raises(UserError, match="backend 'onnx' is not available here: onnxruntime not installed"):
         Engine([Instrument("violin", model, cfg)], cfg)
+
+
+def test_unwritable_record_path_fails_before_models_load(jack_server):
+    """--record into a folder nothing can be created in: one line, exit 2, before the models load (the
+    model given does not exist: on main that error came first, or the record error came only after the
+    models had loaded, as a traceback)."""
+    import sys
+
+    from test_jack_serve import REPO
+
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "serve", "--virtual", "x", "--midi-api", "jack",
+                        "--record", "/proc/rtperformer-take.wav", "--model", "/nonexistent/model"],
+                       cwd=REPO, env=jack_server.env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot record to /proc/rtperformer-take.wav" in lines[0], r.stderr
+
+
+def _limit_file_size(limit: int):
+    def pre():
+        import resource
+
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return pre
+
+
+def _record_session(jack_server, tiny_model_dir, tmp_path, name, n_notes, preexec=None):
+    """Serve with --record, play ``n_notes`` notes (0.3 s on, 0.5 s apart) 1 s after ready; returns
+    (proc, err, probe, base, notes, rec path, ready time)."""
+    import sys
+
+    from test_jack_serve import REPO
+
+    rec = tmp_path / f"{name}.wav"
+    args = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", f"rtp{name}",
+            "--midi-api", "jack", "--record", str(rec), "--config", str(_serve_config(tmp_path, "streaming")),
+            "--model", f"violin={tiny_model_dir}"]
+    proc = subprocess.Popen(args, cwd=REPO, env=jack_server.env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    err: list[str] = []
+    import threading
+
+    threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
+    line = proc.stdout.readline()
+    t_ready = time.monotonic()
+    assert line.startswith("ready:"), "".join(err)[-3000:]
+    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+    audio_ports = fields["audio"].split(",")
+    probe = JackProbe(f"rtp{name}probe", len(audio_ports), seconds=n_notes * 0.5 + 3)
+    probe.client.activate()
+    _connect(probe, fields["midi"], audio_ports)
+    notes, events = [], []
+    for i in range(n_notes):
+        t, p = 0.2 + 0.5 * i, 60 + (i * 7) % 12
+        events += [(t, bytes((0x90, p, 100))), (t + 0.3, bytes((0x80, p, 0)))]
+        notes.append((t, t + 0.3, p))
+    time.sleep(1.0)
+    sched = probe.play(events, lead=0.0)
+    return proc, err, probe, sched[0][0] - int(0.2 * probe.rate), notes, rec, t_ready
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
+def test_recording_is_a_readable_wav_after_sigkill_or_sighup(jack_server, tiny_model_dir, tmp_path, how):
+    """The take is readable under its own name up to the last second written even when the server is
+    killed (-9), and SIGHUP (a closed terminal) ends it cleanly like SIGTERM. On main SIGKILL left only a
+    hidden .part with an unfinished header and SIGHUP killed the server the same way."""
+    proc, err, probe, base, notes, rec, t_ready = _record_session(jack_server, tiny_model_dir, tmp_path,
+                                                                  how.lower(), 6)
+    try:
+        probe.wait_frame(base + int((notes[-1][1] + 0.5) * probe.rate))
+    finally:
+        probe.close()
+    t_kill = time.monotonic()
+    proc.send_signal(getattr(signal, how))
+    rc = proc.wait(timeout=30)
+    import soundfile as sf
+
+    if how == "SIGHUP":
+        assert rc == 0, "".join(err)[-3000:]
+    else:
+        assert rc == -signal.SIGKILL
+    assert rec.is_file(), f"no {rec.name}: {[p.name for p in tmp_path.iterdir()]}"
+    got, rate = sf.read(rec, dtype="float32", always_2d=True)
+    # all audio up to the last header update (every second) is there; the session ran t_kill - t_ready
+    assert len(got) >= (t_kill - t_ready - 1.5) * rate, (len(got) / rate, t_kill - t_ready)
+    loud = sum(_rms(got[s:s + rate // 10, 0]) > 1e-4 for s in range(0, len(got), rate // 10))
+    assert loud >= len(notes), f"only {loud} sounding 0.1 s chunks in the recording"
+
+
+def test_disk_full_stops_the_recording_not_the_music(jack_server, tiny_model_dir, tmp_path):
+    """The recording hits a file size limit (writes fail as on a full disk) after about 2.6 s: a clear
+    message, the music keeps playing (notes after the failure sound), a readable WAV of what was written,
+    exit 0. On main the recorder thread died with a traceback and the take was lost."""
+    limit = 1_000_000  # bytes: ~2.6 s of 48 kHz stereo float
+    proc, err, probe, base, notes, rec, _ = _record_session(jack_server, tiny_model_dir, tmp_path, "full", 12,
+                                                            preexec=_limit_file_size(limit))
+    try:
+        probe.wait_frame(base + int((notes[-1][1] + 0.5) * probe.rate))
+        x = probe.buf[: probe.recorded, 0].copy()
+        xruns, rate = probe.xruns, probe.rate
+        assert proc.poll() is None, "".join(err)[-3000:]
+    finally:
+        probe.close()
+        rc = _stop(proc)
+    text = "".join(err)
+    assert rc == 0, text[-3000:]
+    assert "recording stopped (file too large)" in text, text[-2000:]
+    f = lambda s: base + int(round(s * rate))  # noqa: E731
+    _notes_sound(x, f, notes[-6:], xruns)  # the last 6 notes come seconds after the recording stopped
+    import soundfile as sf
+
+    got, rrate = sf.read(rec, dtype="float32", always_2d=True)
+    assert 0.5 * limit / (8 * rrate) <= len(got) / rrate <= limit / (8 * rrate)

@@ -43,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.replace(serve=serve_cfg, render=render_cfg)
     if args.duration is not None and args.duration <= 0:
         raise UserError("--duration must be > 0")
-    if args.record and not args.record.lower().endswith(".wav"):
-        raise UserError(f"--record needs a .wav path, got {args.record}")
+    if args.record:  # an unwritable path fails now, before the models load
+        from rtperformer.audio.recorder import check_record_path
+
+        check_record_path(args.record)
 
     if cfg.render.mode == "streaming":  # a missing runtime (onnxruntime) fails before the models load
         from rtperformer.backends import require
