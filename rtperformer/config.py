@@ -3,7 +3,9 @@
 Every YAML file under configs/ maps onto :class:`Config`. Its top-level keys are the section names
 below (``audio``, ``model``, ``render``, ``serve``, ``train``, ``data``) plus ``name``; each section's keys are
 the fields of its dataclass. Any other key is an error naming its dotted path, so a typo never passes
-silently. YAML is read with ``yaml.safe_load`` only; nothing in a config names a Python class.
+silently; so is a value out of its range (:data:`RULES`: ``serve.event_queue: 0``, ``audio.hop: 0``, an
+instrument name in ``serve.channel_map`` that does not exist) and any float that is not finite (``.inf``,
+``.nan``), each as one line at load time. YAML is read with ``yaml.safe_load`` only; nothing in a config names a Python class.
 
 Ownership: each section belongs to one part of the code (audio/model -> rtperformer.model and dsp,
 render -> rendering and the engine, serve -> the live server, train/data -> training and corpus).
@@ -11,8 +13,9 @@ render -> rendering and the engine, serve -> the live server, train/data -> trai
 
 from __future__ import annotations
 
-import dataclasses
 import collections.abc
+import dataclasses
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +195,8 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key '{path}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key '{path}' must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -210,6 +215,91 @@ def _coerce(path: str, hint: Any, value: Any) -> Any:
     return value
 
 
+def _instruments() -> tuple[str, ...]:
+    from rtperformer.midi.score import INSTRUMENTS
+
+    return tuple(INSTRUMENTS)
+
+
+def _instrument_map(m: Mapping[int, str]) -> str | None:
+    for ch, name in m.items():
+        if not 0 <= ch <= 15:
+            return f"has channel {ch}; MIDI channels are 0-15"
+        if name not in _instruments():
+            return f"maps channel {ch} to '{name}', which is not an instrument ({', '.join(_instruments())})"
+    return None
+
+
+def _at_least(lo):
+    return lambda v: None if v >= lo else f"must be >= {lo}, got {v}"
+
+
+def _one_of(*choices):
+    return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}, got {v!r}"
+
+
+# Range checks by dotted key: each returns None when the value is fine, else the reason (one line).
+RULES: dict[str, Any] = {
+    "audio.sample_rate": _at_least(1),
+    "audio.n_fft": _at_least(2),
+    "audio.hop": _at_least(1),
+    "audio.power_scale": lambda v: None if v > 0 else f"must be > 0, got {v}",
+    "model.form": _one_of("streaming", "paper"),
+    "model.n_pitches": _at_least(1),
+    "model.kernel_size": _at_least(1),
+    "model.lookahead_frames": _at_least(0),
+    "render.mode": _one_of("streaming", "window"),
+    "render.phase": _one_of("rtpghi", "rtisila", "gla"),
+    "render.chunk_frames": _at_least(1),
+    "render.window_frames": _at_least(1),
+    "render.crossfade_frames": _at_least(0),
+    "render.phase_lookahead": _one_of(0, 1),
+    "render.rtisila_lookahead": _at_least(0),
+    "render.rtisila_iterations": _at_least(1),
+    "render.gla_iterations": _at_least(1),
+    "render.release_seconds": _at_least(0),
+    "serve.block_size": _at_least(1),
+    "serve.ring_blocks": _at_least(1),
+    "serve.target_fill_blocks": _at_least(1),
+    "serve.pitch_bend_range": _at_least(0),
+    "serve.channel_map": _instrument_map,
+    "serve.default_instrument": lambda v: None if v in _instruments() else
+    f"'{v}' is not an instrument ({', '.join(_instruments())})",
+    "serve.gain": _at_least(0),
+    "serve.channels": _at_least(1),
+    "serve.step_frames": _at_least(1),
+    "serve.window_step_frames": _at_least(1),
+    "serve.window_future_frames": _at_least(0),
+    "serve.torch_threads": _at_least(0),
+    "serve.realtime_priority": lambda v: None if 0 <= v <= 99 else f"must be 0 (off) to 99, got {v}",
+    "serve.event_queue": _at_least(16),
+    "serve.render_delay_ms": _at_least(0),
+    "serve.target_fill_frames": _at_least(0),
+    "serve.istft_trim_hops": _at_least(0),
+    "serve.voice_threads": _at_least(1),
+    "train.learning_rate": lambda v: None if v > 0 else f"must be > 0, got {v}",
+    "train.batch_size": _at_least(1),
+    "train.clip_frames": _at_least(1),
+    "train.steps": _at_least(0),
+    "train.valid_every": _at_least(1),
+    "train.num_threads": _at_least(0),
+    "train.grad_clip": _at_least(0),
+    "train.valid_windows": _at_least(0),
+}
+
+
+def _check(obj: Any, prefix: str) -> None:
+    """Apply :data:`RULES` to a built section (``prefix``: its name)."""
+    for f in dataclasses.fields(obj):
+        rule = RULES.get(f"{prefix}.{f.name}")
+        if rule is not None:
+            why = rule(getattr(obj, f.name))
+            if why:
+                raise ConfigError(f"config key '{prefix}.{f.name}' {why}")
+    if prefix == "audio" and obj.hop > obj.n_fft:
+        raise ConfigError(f"config key 'audio.hop' ({obj.hop}) must not exceed audio.n_fft ({obj.n_fft})")
+
+
 def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"config section '{prefix or 'top level'}' must be a mapping")
@@ -226,7 +316,10 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             kwargs[key] = _build(hint, value or {}, path)
         else:
             kwargs[key] = _coerce(path, hint, value)
-    return cls(**kwargs)
+    obj = cls(**kwargs)
+    if prefix:
+        _check(obj, prefix)
+    return obj
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:

@@ -33,6 +33,7 @@ import numpy as np
 
 from rtperformer.errors import UserError
 from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENTS, Score
+from rtperformer.audio.wavfile import open_wav
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
 from rtperformer.voice import OfflineAudio, render_stream
@@ -359,7 +360,7 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
     # progress_bar None: tqdm decides (off when stderr is not a terminal).
     bar = tqdm(total=T, desc=f"render {part.instrument}", unit="frame", leave=False, position=bar_position,
                disable=None if progress_bar is None else not progress_bar)
-    with sf.SoundFile(str(wav_path), "w", samplerate=out_rate, channels=1, subtype="FLOAT", format="WAV") as f:
+    with open_wav(wav_path, out_rate, 1, frames=n_out) as f:  # RF64 past 4 GiB (~6 hours of float audio)
 
         def write(audio: np.ndarray, last: bool = False) -> None:
             nonlocal peak, written
@@ -413,7 +414,7 @@ def mix_to_wav(parts: list[PartResult], out_path: Path) -> tuple[float, float]:
 
     peak = max((float(np.max(np.abs(b))) for b in blocks()), default=0.0) if len(parts) > 1 else parts[0].peak
     gain = min(1.0, PEAK_CEILING / peak) if peak > 0 else 1.0
-    with sf.SoundFile(str(out_path), "w", samplerate=rate, channels=1, subtype="FLOAT", format="WAV") as f:
+    with open_wav(out_path, rate, 1, frames=n) as f:  # RF64 past 4 GiB
         for b in blocks():
             f.write(b * np.float32(gain))
     return gain, peak * gain

@@ -56,3 +56,37 @@ def test_unknown_key_error_is_one_line(tmp_path):
         load_config(bad)
     assert "render.phaze" in str(info.value)
     assert len(str(info.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("data,match", [
+    ({"serve": {"event_queue": 0}}, "serve.event_queue' must be >= 16"),
+    ({"audio": {"hop": 0}}, "audio.hop' must be >= 1"),
+    ({"audio": {"hop": 2048}}, "must not exceed audio.n_fft"),
+    ({"render": {"release_seconds": float("inf")}}, "render.release_seconds' must be a finite number"),
+    ({"render": {"release_seconds": float("nan")}}, "must be a finite number"),
+    ({"render": {"release_seconds": -1.0}}, "must be >= 0"),
+    ({"serve": {"channel_map": {1: "celo"}}}, "maps channel 1 to 'celo', which is not an instrument"),
+    ({"serve": {"channel_map": {16: "cello"}}}, "channel 16"),
+    ({"serve": {"default_instrument": "vilin"}}, "'vilin' is not an instrument"),
+    ({"render": {"mode": "stream"}}, "render.mode' must be one of"),
+    ({"serve": {"step_frames": 0}}, "serve.step_frames' must be >= 1"),
+])
+def test_out_of_range_values_are_one_line_errors(data, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        from_dict(data)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_value_in_a_config_file_is_exit_2_at_load(tmp_path):
+    """Through the command line: `serve --config bad.yaml` fails with one line and exit 2 before anything
+    else happens (on main these values were accepted and failed later, or never)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("serve:\n  event_queue: 0\n")
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "serve", "--config", str(bad)],
+                       cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
+    assert "serve.event_queue" in r.stderr

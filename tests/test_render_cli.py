@@ -174,3 +174,62 @@ def test_demo_midi_is_a_trio():
     assert 18 < s.duration < 22
     assert sorted(s.parts().values()) == [40, 42, 73]
     assert any(c.number == 11 for c in s.controls)
+
+
+def write_bomb(path):
+    """30-odd bytes that declare a note of about 4.5e9 seconds (slowest tempo, longest delta)."""
+    mid = mido.MidiFile(type=0, ticks_per_beat=1)
+    mid.tracks.append(mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=0xFFFFFF, time=0),
+                                      mido.Message("program_change", program=40, time=0),
+                                      mido.Message("note_on", note=69, velocity=100, time=0),
+                                      mido.Message("note_off", note=69, time=0x0FFFFFFF)]))
+    mid.save(str(path))
+    return path
+
+
+def test_midi_bomb_is_refused_before_writing(tmp_path, ckpt):
+    """A tiny file declaring ~140 years: one line, exit 2, nothing written, at once (on main render wrote
+    until the disk was full). The subprocess timeout is the guard for main's behaviour, not a measurement."""
+    bomb = write_bomb(tmp_path / "bomb.mid")
+    assert bomb.stat().st_size < 64
+    before = sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "rtperformer", "render", str(bomb), "-o", str(tmp_path / "o.wav"),
+                        "--model", str(ckpt)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "years" in r.stderr and "--max-minutes" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_max_minutes_override(capsys, tmp_path, trio, ckpt):
+    """The cap is the flag's: the 1 s trio is refused under --max-minutes 0.01 (0.6 s) and renders under 1."""
+    rc, out, err = run_cli(capsys, trio, "-o", tmp_path / "o.wav", "--model", ckpt, "--max-minutes", "0.01")
+    assert rc == 2 and "--max-minutes" in err and not (tmp_path / "o.wav").exists()
+    rc, out, err = run_cli(capsys, trio, "-o", tmp_path / "o.wav", "--model", ckpt, "--max-minutes", "1")
+    assert rc == 0 and sf.info(tmp_path / "o.wav").frames > 0
+
+
+def test_render_files_switch_to_rf64_past_4_gib(tmp_path, trio, ckpt, monkeypatch):
+    """Part files and the mix are opened with their known length: a plain WAV while it fits the 32-bit
+    sizes, RF64 beyond (main wrote plain WAV regardless, which breaks after about 6 hours of float audio).
+    The 4 GiB limit is lowered to a few seconds here so that a 1 s render crosses it."""
+    import rtperformer.audio.wavfile as wavfile
+    from rtperformer.render import assign_parts, render_part
+
+    model, cfg = load_model_tiny(ckpt)
+    parts, _ = assign_parts(read_midi(trio), "violin")
+    render_part(parts[0], model, cfg, 1.0, tmp_path / "small.wav", progress_bar=False)
+    assert sf.info(tmp_path / "small.wav").format == "WAV"
+    monkeypatch.setattr(wavfile, "WAV_LIMIT", 4 * cfg.audio.sample_rate // 2)  # 0.5 s of mono float
+    part = render_part(parts[0], model, cfg, 1.0, tmp_path / "big.wav", progress_bar=False)
+    assert (tmp_path / "big.wav").read_bytes()[:4] == b"RF64"
+    got, _ = sf.read(tmp_path / "big.wav", dtype="float32")
+    assert len(got) == part.n_samples == cfg.audio.sample_rate
+    rc = main(["render", str(trio), "-o", str(tmp_path / "mix.wav"), "--model", str(ckpt)])
+    assert rc == 0 and (tmp_path / "mix.wav").read_bytes()[:4] == b"RF64"
+
+
+def load_model_tiny(ckpt):
+    from rtperformer.model.checkpoint import load_model
+
+    model, cfg, _ = load_model(str(ckpt))
+    return model.eval(), cfg

@@ -17,10 +17,21 @@ SFC_UPDATE_HEADER_NOW = 0x1060  # libsndfile sndfile.h
 SFC_RF64_AUTO_DOWNGRADE = 0x1210
 
 
-def open_wav(path: str | os.PathLike, samplerate: int, channels: int, subtype: str = "FLOAT") -> sf.SoundFile:
-    """A :class:`soundfile.SoundFile` writing ``path``: WAV below 4 GiB, RF64 above (see module doc)."""
-    f = sf.SoundFile(str(path), mode="w", samplerate=int(samplerate), channels=int(channels),
-                     subtype=subtype, format="RF64")
+WAV_LIMIT = 2**32 - 1 - 4096  # bytes of audio a RIFF/WAVE file can hold (32-bit sizes), less header room
+
+
+def open_wav(path: str | os.PathLike, samplerate: int, channels: int, subtype: str = "FLOAT",
+             frames: int | None = None) -> sf.SoundFile:
+    """A :class:`soundfile.SoundFile` writing ``path``: WAV below 4 GiB, RF64 above (see module doc).
+
+    ``frames``: the length when it is known in advance (offline render): a plain WAV when it fits, RF64
+    when it does not. Unknown (a live recording): RF64 with auto-downgrade, a WAVE_FORMAT_EXTENSIBLE
+    RIFF file until it passes 4 GiB."""
+    kw = dict(mode="w", samplerate=int(samplerate), channels=int(channels), subtype=subtype)
+    if frames is not None:
+        fits = int(frames) * int(channels) * 4 <= WAV_LIMIT
+        return sf.SoundFile(str(path), format="WAV" if fits else "RF64", **kw)
+    f = sf.SoundFile(str(path), format="RF64", **kw)
     sf._snd.sf_command(f._file, SFC_RF64_AUTO_DOWNGRADE, sf._ffi.NULL, 1)
     return f
 

@@ -19,6 +19,7 @@ from rtperformer.errors import UserError
 
 HELP = "Render a MIDI file to a WAV with a PerformanceNet model."
 PHASES = ("rtpghi", "rtisila", "gla")
+MAX_MINUTES = 120.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="YAML", help="config to use instead of the checkpoint's (must fit its weights)")
     parser.add_argument("--phase", metavar="rtpghi|rtisila|gla", help="phase reconstruction (default: the config's render.phase)")
     parser.add_argument("--png", metavar="SPEC.png", help="also write the input roll and output spectrogram as a PNG")
+    parser.add_argument("--max-minutes", type=float, default=MAX_MINUTES, metavar="N",
+                        help=f"refuse a score longer than N minutes (default {MAX_MINUTES:g}: a corrupt or hostile "
+                             "file can declare years and would fill the disk)")
 
 
 def _model_specs(values: list[str], instruments) -> tuple[str | None, dict[str, str]]:
@@ -71,6 +75,14 @@ def _load(spec: str, instrument: str, is_default: bool, cfg_override):
     return model, cfg
 
 
+def _length(seconds: float) -> str:
+    if seconds >= 86400 * 365:
+        return f"{seconds / (86400 * 365):.3g} years"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} hours"
+    return f"{seconds / 60:.3g} minutes"
+
+
 def _db(x: float) -> str:
     return f"{20 * math.log10(x):+.1f} dB" if x > 0 else "-inf dB"
 
@@ -92,7 +104,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"output folder does not exist: {Path(args.png).parent}")
     cfg_override = load_config(args.config) if args.config else None
 
+    if not args.max_minutes > 0 or not math.isfinite(args.max_minutes):
+        raise UserError(f"--max-minutes must be a positive number, got {args.max_minutes}")
     score = read_midi(args.score)
+    if score.duration > args.max_minutes * 60:
+        raise UserError(f"{args.score} lasts {_length(score.duration)}, longer than --max-minutes {args.max_minutes:g}; "
+                        "nothing written (pass a larger --max-minutes to render it)")
     parts, skipped = assign_parts(score, args.instrument)
 
     from rtperformer.model.checkpoint import DEFAULT_MODELS
