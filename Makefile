@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[onnx,dev]'
+	$(PY) -m pip install -q -e '.[train,bench,dev]'
 	touch $(STAMP)
 
 test: setup

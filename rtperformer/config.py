@@ -25,7 +25,9 @@ import yaml
 
 from rtperformer.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+from rtperformer import paths
+
+CONFIG_DIR = paths.SHIPPED_CONFIGS  # the shipped configs (a link to configs/ in a checkout)
 
 
 class ConfigError(UserError):
@@ -328,10 +330,11 @@ def from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a YAML config. A bare name (``realtime-violin``) is looked up in configs/."""
+    """Read a YAML config. A bare name (``realtime-violin``) is looked up in the user config folder, then
+    in the shipped configs (rtperformer.paths.find_config)."""
     p = Path(path)
     if not p.exists() and not p.suffix:
-        p = CONFIG_DIR / f"{path}.yaml"
+        p = paths.find_config(str(path)) or p
     if not p.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rtperformer import paths
 from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
 ASSET = Path(__file__).resolve().parent / "assets" / "demo.mid"
 PROBE_NOTES = (62, 66, 69, 74, 67, 71, 64, 76)
 
@@ -123,10 +123,11 @@ def _save(fig, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m rtperformer.demo", description=__doc__.splitlines()[0])
     p.add_argument("--midi", default=str(ASSET), help="MIDI file to replay (default: the bundled trio)")
-    p.add_argument("--out", default=str(REPO / "out"), help="output folder (default out/)")
+    p.add_argument("--out", default=str(paths.output_dir()), help="output folder (default out/)")
     p.add_argument("--mode", choices=["streaming", "window"], help="override render.mode")
     p.add_argument("--config", help="config for the render/serve settings")
-    p.add_argument("--model", action="append", help="as in rtperformer serve (default: models/ violin, cello, flute)")
+    p.add_argument("--model", action="append", help="as in rtperformer serve (default: violin, cello, flute found on the model search path)")
+    p.add_argument("--models-dir", metavar="DIR", help="look for model names here first (as in rtperformer serve)")
     args = p.parse_args(argv)
     try:
         return _run(args)
@@ -166,7 +167,7 @@ def _run(args) -> int:
         print(f"demo: {midi} not found, playing a generated phrase", file=sys.stderr)
         messages = _fallback_messages()
     try:
-        instruments = load_instruments(args.model)
+        instruments = load_instruments(args.model, args.models_dir)
         note = ", ".join(f"{i.name} ({i.model_dir or 'model'})" for i in instruments)
     except UserError as exc:
         if args.model:

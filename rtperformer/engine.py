@@ -57,13 +57,15 @@ class Instrument:
 
 
 def load_instruments(specs: list[str] | None, models_dir: Path | None = None) -> list[Instrument]:
-    """Load models from ``--model`` specs: ``NAME`` (models/NAME), ``PATH`` or ``INSTRUMENT=NAME_OR_PATH``.
+    """Load models from ``--model`` specs: ``NAME`` (found along rtperformer.paths' model search path,
+    ``models_dir`` first), ``PATH`` or ``INSTRUMENT=NAME_OR_PATH``.
 
-    No specs: every default model (violin, cello, flute) present in models/; none -> UserError.
+    No specs: every default model (violin, cello, flute) found on the search path; none -> UserError.
     """
     from rtperformer.model.checkpoint import DEFAULT_MODELS, load_model
 
-    root = models_dir or Path(__file__).resolve().parent.parent / "models"
+    from rtperformer import paths
+
     pairs: list[tuple[str, str]] = []
     if specs:
         for spec in specs:
@@ -74,14 +76,15 @@ def load_instruments(specs: list[str] | None, models_dir: Path | None = None) ->
                 inst = Path(spec).name if Path(spec).exists() else spec
             pairs.append((inst.strip(), src.strip()))
     else:
-        pairs = [(inst, name) for inst, name in DEFAULT_MODELS.items() if (root / name).is_dir()]
+        pairs = [(inst, name) for inst, name in DEFAULT_MODELS.items() if paths.find_model(name, models_dir)]
         if not pairs:
-            raise UserError(f"no model found in {root} (train one with `rtperformer train` or pass --model)")
+            raise UserError(f"no model found (looked in {paths.describe_model_search(models_dir)}); "
+                            f"train one with `rtperformer train` or pass --model")
     out = []
     for inst, src in pairs:
-        model, cfg, _meta = load_model(src)
+        model, cfg, _meta = load_model(src, models_dir=models_dir)
         p = Path(src)
-        model_dir = p if p.is_dir() else (root / src if (root / src).is_dir() else None)
+        model_dir = p if p.is_dir() else paths.find_model(DEFAULT_MODELS.get(src, src), models_dir)
         model.eval()
         out.append(Instrument(inst, model, cfg, model_dir))
     return out

@@ -138,9 +138,11 @@ def test_checkpoint_that_does_not_fit_config(capsys, tmp_path, trio, ckpt):
 
 
 def test_missing_default_model_names_train(capsys, tmp_path, trio, monkeypatch):
-    import rtperformer.model.checkpoint as ck
+    import rtperformer.paths as paths
 
-    monkeypatch.setattr(ck, "MODELS_DIR", tmp_path / "no-models", raising=False)
+    monkeypatch.setattr(paths, "SHIPPED_MODELS", tmp_path / "no-models")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "no-data"))
+    monkeypatch.delenv("RTPERFORMER_MODELS", raising=False)
     before = sorted(p.name for p in tmp_path.iterdir())
     res = run_cli(capsys, trio, "-o", tmp_path / "o.wav")
     assert_clean_error(*res, tmp_path, before, "rtperformer train --config configs/realtime-violin.yaml")

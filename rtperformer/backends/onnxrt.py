@@ -121,7 +121,7 @@ class OnnxRuntime(Backend):
             import onnx  # noqa: F401  (the exporter needs it)
             import onnxruntime as ort
         except ImportError as exc:
-            return Availability(False, f"onnxruntime not installed ({exc.name}); pip install 'rtperformer[onnx]'")
+            return Availability(False, f"onnxruntime not installed ({exc.name}); pip install onnx onnxruntime")
         return Availability(True, f"onnxruntime {ort.__version__}")
 
     def init_state(self) -> State:

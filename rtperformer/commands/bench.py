@@ -14,8 +14,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from rtperformer import paths
+
 HELP = "Run a benchmark from bench/."
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+# bench/ is a folder of scripts in the source checkout; an installed package has none.
+BENCH_DIR = (paths.checkout_root() or Path.cwd()) / "bench"
 
 
 def bench_module(name: str):
@@ -24,7 +27,7 @@ def bench_module(name: str):
 
     path = BENCH_DIR / f"{name}.py"
     if not path.is_file():
-        raise UserError(f"benchmark script not found: {path}")
+        raise UserError(f"benchmark script not found: {path} (the benchmarks run from a source checkout)")
     if str(BENCH_DIR) not in sys.path:
         sys.path.insert(0, str(BENCH_DIR))
     spec = importlib.util.spec_from_file_location(f"rtperformer_bench_{name}", path)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtperformer import paths
+
 HELP = "Evaluate a model on the test split."
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg, meta = load_model(args.model, device=args.device)
     model.eval()
     name = Path(args.model).name
-    out = Path(args.out) if args.out else REPO / "out" / f"eval-{name}.json"
+    out = Path(args.out) if args.out else paths.output_dir() / f"eval-{name}.json"
     png = Path(args.png) if args.png else out.with_suffix(".png")
     pieces, baselines = load_pieces(cfg, args.split, args.corpus)
     report, first = evaluate(model, cfg, pieces, baselines, max_seconds=args.max_seconds,

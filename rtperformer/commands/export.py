@@ -29,11 +29,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def model_dir_of(name_or_path: str) -> Path:
-    """The checkpoint folder for a ``--model`` value: a path as given, else models/NAME in the repo."""
+    """The checkpoint folder for a ``--model`` value: a path as given, else NAME on the model search path."""
+    from rtperformer.model.checkpoint import resolve_model_dir
+
     p = Path(name_or_path)
     if p.is_dir():
         return p
-    return Path(__file__).resolve().parents[2] / "models" / name_or_path
+    return resolve_model_dir(name_or_path)
 
 
 def export(backend: str, model, cfg, chunk: int, model_dir: Path) -> Path:

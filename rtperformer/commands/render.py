@@ -29,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="render every part as this instrument (default: from each track's GM program 40/42/73)")
     parser.add_argument("--model", action="append", default=[], metavar="[INSTRUMENT=]NAME|PATH",
                         help="model name in models/ or a checkpoint folder; INSTRUMENT=... for one instrument (repeatable)")
+    parser.add_argument("--models-dir", metavar="DIR",
+                        help="look for model names here first (then $RTPERFORMER_MODELS, the user data folder, the shipped models)")
     parser.add_argument("--config", metavar="YAML", help="config to use instead of the checkpoint's (must fit its weights)")
     parser.add_argument("--phase", metavar="rtpghi|rtisila|gla", help="phase reconstruction (default: the config's render.phase)")
     parser.add_argument("--png", metavar="SPEC.png", help="also write the input roll and output spectrogram as a PNG")
@@ -61,16 +63,16 @@ def _checkpoint_module():
     return checkpoint
 
 
-def _load(spec: str, instrument: str, is_default: bool, cfg_override):
+def _load(spec: str, instrument: str, is_default: bool, cfg_override, models_dir=None):
+    from rtperformer import paths
+
     ckpt = _checkpoint_module()
-    if is_default:
-        models_dir = Path(getattr(ckpt, "MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
-        if not (models_dir / spec / getattr(ckpt, "WEIGHTS", "model.safetensors")).is_file():
-            raise UserError(
-                f"no trained {instrument} model (looked for {models_dir / spec}); train one with "
-                f"`rtperformer train --config configs/realtime-{instrument}.yaml` or pass --model NAME|PATH"
-            )
-    model, cfg, _meta = ckpt.load_model(spec, cfg_override=cfg_override)
+    if is_default and paths.find_model(spec, models_dir) is None:
+        raise UserError(
+            f"no trained {instrument} model '{spec}' (looked in {paths.describe_model_search(models_dir)}); "
+            f"train one with `rtperformer train --config configs/realtime-{instrument}.yaml` or pass --model NAME|PATH"
+        )
+    model, cfg, _meta = ckpt.load_model(spec, cfg_override=cfg_override, models_dir=models_dir)
     model.eval()
     return model, cfg
 
@@ -122,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if is_default:
             spec = DEFAULT_MODELS[part.instrument]
         if spec not in loaded:
-            loaded[spec] = _load(spec, part.instrument, is_default, cfg_override)
+            loaded[spec] = _load(spec, part.instrument, is_default, cfg_override, args.models_dir)
         model, cfg = loaded[spec]
         render_cfg = (cfg_override or cfg).render
         if args.phase:

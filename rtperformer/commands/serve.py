@@ -12,7 +12,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config (path or name in configs/) for the render and serve settings")
     p.add_argument("--model", action="append", metavar="[INSTRUMENT=]NAME_OR_PATH",
                    help="model to play (repeat for several instruments, e.g. --model cello=models/cello); "
-                        "default: every model of violin, cello, flute found in models/")
+                        "default: every model of violin, cello, flute found on the model search path")
+    p.add_argument("--models-dir", metavar="DIR",
+                   help="look for model names here first (then $RTPERFORMER_MODELS, the user data folder, the shipped models)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--midi-port", metavar="NAME_OR_PATTERN", help="connect to an existing MIDI port")
     src.add_argument("--virtual", metavar="NAME", help="create a virtual MIDI port NAME (default: 'in')")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     if cfg.serve.torch_threads > 0:
         torch.set_num_threads(int(cfg.serve.torch_threads))
-    instruments = load_instruments(args.model)
+    instruments = load_instruments(args.model, args.models_dir)
     return serve(cfg, instruments, api, args.midi_port, args.virtual, args.audio_device, args.record,
                  args.quiet, client_name=args.client_name, duration=args.duration,
                  latency_log=args.latency_log)

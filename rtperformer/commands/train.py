@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rtperformer import paths
+
 HELP = "Train a model from a config."
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = effective_config(load_config(args.config), steps=args.steps, loss=args.loss, seed=args.seed,
                            valid_every=args.valid_every, batch_size=args.batch_size, lookahead=args.lookahead,
                            threads=args.threads)
-    out = Path(args.out) if args.out else REPO / "models" / cfg.name
+    out = Path(args.out) if args.out else paths.writable_models_dir() / cfg.name
     data = None
     if args.synthetic:
         rank = dist_env()[0]

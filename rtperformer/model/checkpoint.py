@@ -5,8 +5,9 @@
         config.yaml         the full Config the model was built from
         meta.json           step, metrics, data description, param_count
 
-A bare name (``violin``) means models/<name>/ in the repo; anything with a path separator, or an existing
-directory, is used as given.
+A bare name (``violin``) is looked up along rtperformer.paths' search order (``--models-dir``,
+``$RTPERFORMER_MODELS``, the user data folder, the shipped models); anything with a path separator, or an
+existing directory, is used as given.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from rtperformer.config import Config, ConfigError, from_dict, load_config
 from rtperformer.errors import UserError
 from rtperformer.model.performancenet import PerformanceNet, build_model, count_parameters
 from rtperformer.atomic import atomic_write
+from rtperformer import paths
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODELS = {"violin": "violin", "cello": "cello", "flute": "flute"}
 WEIGHTS, CONFIG, META = "model.safetensors", "config.yaml", "meta.json"
 
@@ -45,26 +46,33 @@ def save_checkpoint(dirpath: str | Path, model: PerformanceNet, cfg: Config, met
     return d
 
 
-def resolve_model_dir(name_or_path: str | Path) -> Path:
-    """A bare name -> models/<name>/ (via DEFAULT_MODELS); a path -> itself. Missing -> UserError."""
+def resolve_model_dir(name_or_path: str | Path, models_dir: str | Path | None = None) -> Path:
+    """A bare name -> the first NAME/ on rtperformer.paths' model search path (``models_dir`` first);
+    a path -> itself. Missing -> UserError naming the folders searched."""
     s = str(name_or_path)
     p = Path(s)
     if not p.is_dir() and os.sep not in s and "/" not in s:
-        p = MODELS_DIR / DEFAULT_MODELS.get(s, s)
+        name = DEFAULT_MODELS.get(s, s)
+        found = paths.find_model(name, models_dir)
+        if found is None:
+            raise UserError(f"no trained model '{name}' (looked in {paths.describe_model_search(models_dir)}): "
+                            f"train one with `rtperformer train` or pass --models-dir DIR")
+        return found
     if not (p / WEIGHTS).is_file():
         raise UserError(f"no trained model at {p} (expected {WEIGHTS}): train one with `rtperformer train` "
-                        f"or put a model directory under {MODELS_DIR}")
+                        f"or pass a model directory")
     return p
 
 
 def load_model(name_or_path: str | Path, cfg_override: Config | str | Path | None = None,
-               device: str | torch.device = "cpu") -> tuple[PerformanceNet, Config, dict]:
+               device: str | torch.device = "cpu",
+               models_dir: str | Path | None = None) -> tuple[PerformanceNet, Config, dict]:
     """Load a model directory -> (model in eval mode, float32 on ``device``, its Config, meta dict).
 
     ``cfg_override`` (a Config or a config file/name) replaces the stored config, e.g. to change render
     settings; its model and audio sections must still fit the weights, else UserError.
     """
-    d = resolve_model_dir(name_or_path)
+    d = resolve_model_dir(name_or_path, models_dir)
     try:
         stored = from_dict(yaml.safe_load((d / CONFIG).read_text()) or {})
         meta = json.loads((d / META).read_text()) if (d / META).is_file() else {}
