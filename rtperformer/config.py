@@ -260,9 +260,7 @@ RULES: dict[str, Any] = {
     "render.rtisila_iterations": _at_least(1),
     "render.gla_iterations": _at_least(1),
     "render.release_seconds": _at_least(0),
-    "serve.block_size": _at_least(1),
-    "serve.ring_blocks": _at_least(1),
-    "serve.target_fill_blocks": _at_least(1),
+    "serve.block_size": _at_least(0),  # 0: the device's own period
     "serve.pitch_bend_range": _at_least(0),
     "serve.channel_map": _instrument_map,
     "serve.default_instrument": lambda v: None if v in _instruments() else
@@ -276,7 +274,8 @@ RULES: dict[str, Any] = {
     "serve.realtime_priority": lambda v: None if 0 <= v <= 99 else f"must be 0 (off) to 99, got {v}",
     "serve.event_queue": _at_least(16),
     "serve.render_delay_ms": _at_least(0),
-    "serve.target_fill_frames": _at_least(0),
+    "serve.lead_samples": _at_least(0),
+    "serve.max_lead_samples": _at_least(0),
     "serve.istft_trim_hops": _at_least(0),
     "serve.voice_threads": _at_least(1),
     "train.learning_rate": lambda v: None if v > 0 else f"must be > 0, got {v}",
