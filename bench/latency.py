@@ -136,12 +136,13 @@ def _reader(proc, lines: list, ready: threading.Event, prefix: str | None):
 
 
 def start_rtperformer(env: dict, mode: str, model_args: list[str], config: Path, client: str, timeout: float = 300,
-                      quiet: bool = True):
+                      quiet: bool = True, latency_log: Path | None = None):
     """``rtperformer serve`` subprocess; returns (proc, midi port, [audio ports], stderr lines).
-    ``quiet=False`` keeps the server's status lines (its own underrun and RTF counts) in stderr."""
+    ``quiet=False`` keeps the server's status lines (its own underrun and RTF counts) in stderr;
+    ``latency_log``: the server writes its note-on and callback clocks there on exit (the waterfall)."""
     cmd = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", client,
            "--midi-api", "jack", *(["--quiet"] if quiet else []), "--mode", mode, "--config", str(config),
-           *model_args]
+           *(["--latency-log", str(latency_log)] if latency_log else []), *model_args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines, err, ready = [], [], threading.Event()
     threading.Thread(target=_reader, args=(proc, lines, ready, "ready:"), daemon=True).start()
@@ -208,8 +209,9 @@ def stop(proc: subprocess.Popen) -> int:
     return proc.wait()
 
 
-def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) -> dict:
-    """Start a system, play the events through the probe, detect onsets, stop it."""
+def measure(env: dict, system: str, start, n_events: int, seed: int, log=print, latency_log: Path | None = None) -> dict:
+    """Start a system, play the events through the probe, detect onsets, stop it; with the server's
+    ``latency_log``, split each event's latency into the waterfall's stages (bench/waterfall.py)."""
     proc, midi_port, audio_ports, errlog = start()
     sched, marks = make_events(n_events, RATE, seed)
     if system == "fluidsynth":
@@ -227,6 +229,7 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
         probe.wait_frame(base + int(total * RATE), timeout=total * 4 + 60)
         x = probe.buf[: probe.recorded, 0].copy()
         xruns = probe.xruns
+        cycles = probe.cycle_log()
     finally:
         probe.close()
         rc = stop(proc)
@@ -249,6 +252,16 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print) 
            **summarize(lat), "single": summarize(kinds["single"]), "chord": summarize(kinds["chord"]),
            "first_sound": summarize(first),
            "latencies_ms": [round(v, 3) for v in lat]}
+    if latency_log is not None and latency_log.is_file():
+        import json
+
+        from waterfall import stages_for, summarize_stages
+
+        rows = stages_for([(base + a, base + b, k) for a, b, k in marks], json.loads(latency_log.read_text()),
+                          cycles, x, RATE, detect_onset, FIRST_SOUND_FRACTION)
+        out["waterfall"] = summarize_stages(rows)
+        log(f"   waterfall (medians, ms): " + ", ".join(f"{k} {v:.2f}" for k, v in out["waterfall"].items()
+                                                      if isinstance(v, float)))
     if system != "fluidsynth":
         status = [line.strip() for line in errlog if "underruns" in line]
         if status:
@@ -308,10 +321,12 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         env = jackd.env()
         for i, mode in enumerate(modes):
             log(f"== rtperformer serve --mode {mode} ({' '.join(margs)}, backend {backend})")
-            start = lambda mode=mode, i=i: start_rtperformer(env, mode, margs, cfg_path, f"rtpsrv{i}",  # noqa: E731
-                                                             quiet=not server_status)
+            llog = tmp / f"latency-log-{mode}.json"
+            start = lambda mode=mode, i=i, llog=llog: start_rtperformer(  # noqa: E731
+                env, mode, margs, cfg_path, f"rtpsrv{i}", quiet=not server_status, latency_log=llog)
             try:
-                results["systems"].append(measure(env, f"rtperformer-{mode}", start, n_events, seed, log))
+                results["systems"].append(measure(env, f"rtperformer-{mode}", start, n_events, seed, log,
+                                                  latency_log=llog))
             except Exception as exc:
                 results["systems"].append({"system": f"rtperformer-{mode}", "error": str(exc)[-2000:]})
                 log(f"   failed: {exc}")
@@ -323,6 +338,17 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
             except Exception as exc:
                 results["systems"].append({"system": "fluidsynth", "error": str(exc)[-2000:]})
                 log(f"   failed: {exc}")
+    try:
+        from waterfall import oracle_rise
+
+        model_name = margs[1].split("=", 1)[-1]
+        results["oracle"] = oracle_rise(None, model=model_name, detect=detect_onset,
+                                        first_fraction=FIRST_SOUND_FRACTION)
+    except Exception as exc:  # the oracle needs pyfluidsynth and a trained model's config
+        results["oracle"] = {"error": str(exc)[-500:]}
+    from waterfall import rows_for_plot
+
+    results["waterfall_rows"] = rows_for_plot(results)
     fs = next((s for s in results["systems"] if s["system"] == "fluidsynth" and s.get("n")), None)
     for s in results["systems"]:
         if fs and s.get("n") and s is not fs:
@@ -380,7 +406,11 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    from waterfall import plot as plot_waterfall, table
+
+    wf = plot_waterfall(results, out.with_name(out.stem + "_waterfall.png"), save_png)
+    print(table(results))
+    print(f"wrote {out}, {out.with_suffix('.png')} and {wf}")
     return 0
 
 

@@ -114,6 +114,8 @@ class JackProbe:
     """A JACK client with one MIDI output and ``n_in`` audio inputs: plays a schedule of MIDI events at
     exact frames and records its inputs into ``buf`` (frames, n_in), frame 0 being the :meth:`play` call."""
 
+    CYCLES = 1 << 16
+
     def __init__(self, name: str, n_in: int, seconds: float):
         import jack
 
@@ -127,6 +129,10 @@ class JackProbe:
         self.schedule: list[tuple[int, bytes]] = []
         self._next = 0
         self.xruns = 0
+        # (recording frame at the cycle's start, perf_counter in the callback) of the last CYCLES cycles:
+        # maps another process's CLOCK_MONOTONIC stamps to recording frames (bench/latency.py's waterfall)
+        self.cycles = np.zeros((self.CYCLES, 2), np.float64)
+        self.n_cycles = 0
         self.client.set_process_callback(self._process)
         self.client.set_xrun_callback(self._xrun)
 
@@ -135,6 +141,10 @@ class JackProbe:
 
     def _process(self, frames):
         t0 = self.frame
+        row = self.cycles[self.n_cycles % self.CYCLES]
+        row[0] = t0 - self.origin
+        row[1] = time.perf_counter()
+        self.n_cycles += 1
         out = self.midi_out
         out.clear_buffer()
         sched = self.schedule
@@ -148,6 +158,13 @@ class JackProbe:
             for i, port in enumerate(self.inputs):
                 self.buf[r0:end, i] = port.get_array()[: end - r0]
         self.frame = t0 + frames
+
+    def cycle_log(self) -> np.ndarray:
+        """(n, 2) float64, oldest first: recording frame at each cycle's start (negative before
+        :meth:`play`) and the perf_counter (CLOCK_MONOTONIC, shared by all processes) of its callback."""
+        n = min(self.n_cycles, self.CYCLES)
+        idx = np.arange(self.n_cycles - n, self.n_cycles) % self.CYCLES
+        return self.cycles[idx].copy()
 
     def play_frames(self, events: list[tuple[int, bytes]], lead: int) -> list[tuple[int, bytes]]:
         """Start recording now (buffer frame 0) and schedule (frames after ``lead`` frames, data); returns

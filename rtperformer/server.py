@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 import numpy as np
 
 from rtperformer.audio.recorder import WavRecorder
@@ -205,6 +206,7 @@ class LiveSession:
         e = self.engine
         return {"rate": self.rate, "period": self.output.period, "lead": self.pacer.lead,
                 "delay_frames": int(e.delay_frames), "hop": int(e.hop), "model_rate": int(e.sample_rate),
+                "declared_samples": int(max(getattr(v, "delay_samples", 0) for v in e.voices.values())),
                 "render_delay_ms": float(self.cfg.serve.render_delay_ms), "underruns": int(self.ring.underruns),
                 "fields": list(OnsetLog.FIELDS), "instruments": self.onsets.instruments,
                 "onsets": self.onsets.array().tolist(), "callbacks": self.output.recent_callbacks().tolist()}
