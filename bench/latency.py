@@ -274,12 +274,14 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print, 
     return out
 
 
-def _serve_config(tmp: Path, backend: str, step_frames: int | None = None) -> Path:
+def _serve_config(tmp: Path, backend: str, step_frames: int | None = None, trim_hops: int | None = None) -> Path:
     """The served config: short release; ``step_frames`` > 1 also keeps a step of lead queued."""
     p = tmp / "bench-serve.yaml"
     text = f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n"
     if step_frames:
         text += f"  step_frames: {step_frames}\n  lead_samples: {256 * (step_frames - 1)}\n"
+    if trim_hops is not None:
+        text += f"  istft_trim_hops: {trim_hops}\n"
     p.write_text(text)
     return p
 
@@ -307,7 +309,7 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
 
 
 def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print,
-        server_status: bool = False, step_frames: int | None = None) -> dict:
+        server_status: bool = False, step_frames: int | None = None, trim_hops: int | None = None) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "first_sound_fraction": FIRST_SOUND_FRACTION,
@@ -316,7 +318,7 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         tmp = Path(tmpd)
         margs, results["model_desc"] = _model_args(model, tmp)
         results["model_args"] = margs
-        cfg_path = _serve_config(tmp, backend, step_frames)
+        cfg_path = _serve_config(tmp, backend, step_frames, trim_hops)
         results["serve_step_frames"] = step_frames or "config default"
         env = jackd.env()
         for i, mode in enumerate(modes):
@@ -342,7 +344,7 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         from waterfall import oracle_rise
 
         model_name = margs[1].split("=", 1)[-1]
-        results["oracle"] = oracle_rise(None, model=model_name, detect=detect_onset,
+        results["oracle"] = oracle_rise(trim_hops, model=model_name, detect=detect_onset,
                                         first_fraction=FIRST_SOUND_FRACTION)
     except Exception as exc:  # the oracle needs pyfluidsynth and a trained model's config
         results["oracle"] = {"error": str(exc)[-500:]}
@@ -388,6 +390,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-fluidsynth", action="store_true")
     p.add_argument("--step-frames", type=int, help="serve.step_frames for the server (default: the config's); "
                    "the ring grows to one step plus a block")
+    p.add_argument("--istft-trim-hops", type=int, help="serve.istft_trim_hops for the server (default: the "
+                   "config's)")
     p.add_argument("--server-status", action="store_true",
                    help="run the server without --quiet and keep its last status line (its underruns, RTF)")
     p.add_argument("--seed", type=int, default=0)
@@ -402,7 +406,8 @@ def main(args: argparse.Namespace) -> int:
     # SIGTERM unwinds like Ctrl-C: the servers, the probe and jackd are stopped on the way out.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
-                  server_status=args.server_status, step_frames=args.step_frames)
+                  server_status=args.server_status, step_frames=args.step_frames,
+                  trim_hops=args.istft_trim_hops)
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))

@@ -120,22 +120,20 @@ def summarize_stages(rows: list[dict]) -> dict:
     return res
 
 
-def oracle_rise(serve_cfg_path: Path | None, model: str = "violin", pitches=(60, 64, 67, 71, 74, 77, 81),
+def oracle_rise(trim_hops: int | None, model: str = "violin", pitches=(60, 64, 67, 71, 74, 77, 81),
                 velocity: int = 100, rate: int = 48000, detect=None, first_fraction: float = 0.01) -> dict:
     """The audio stage fed true frames: FluidR3 violin notes -> log1p-power features -> the served
-    AudioStage (live: delays kept) -> audio. Returns median rise40/rise10 after the onset frame + declared
+    AudioStage (live: delays kept; ``trim_hops`` None: the model config's) -> audio. Returns median rise40/rise10 after the onset frame + declared
     delay, and FluidSynth's own first sound / 10 % after the note (its render, no JACK)."""
     import fluidsynth
 
-    from rtperformer.config import load_config
     from rtperformer.dsp.features import log_power
     from rtperformer.model.checkpoint import load_model
     from rtperformer.voice import AudioStage
 
     _, mcfg, _ = load_model(model)
-    cfg = load_config(serve_cfg_path) if serve_cfg_path else mcfg
+    trim = int(mcfg.serve.istft_trim_hops if trim_hops is None else trim_hops)
     a = mcfg.audio
-    trim = int(cfg.serve.istft_trim_hops)
     fs = fluidsynth.Synth(samplerate=float(rate), gain=0.5)
     fs.setting("synth.reverb.active", 0)
     fs.setting("synth.chorus.active", 0)
@@ -150,7 +148,7 @@ def oracle_rise(serve_cfg_path: Path | None, model: str = "violin", pitches=(60,
         buf = np.asarray(fs.get_samples(n - lead), np.float32).reshape(-1, 2)[:, 0]
         fs.noteoff(0, p)
         raw = np.concatenate([np.zeros(lead, np.float32), buf])
-        stage = AudioStage(a, mcfg.render, phase=cfg.render.phase, trim_hops=trim)
+        stage = AudioStage(a, mcfg.render, trim_hops=trim)
         feats = log_power(raw, a)
         y = np.concatenate([stage.push(feats[:, j:j + 1]).copy() for j in range(feats.shape[1])])
         start = lead + stage.delay_samples  # onset frame + declared delay, as live
