@@ -55,8 +55,8 @@ def test_offline_render_equals_live_engine_shifted_by_the_chain_delay(tmp_path, 
     delay_samples earlier, sample for sample. Compared from n_fft on, up to n_fft before the end: live
     synthesises the phase's warm-up frames (silence) where offline drops them, which changes the first
     window sum, and offline flushes its end where live goes on."""
-    model, cfg = tiny(render={"phase": phase, "phase_lookahead": lookahead, "rtisila_lookahead": lookahead,
-                              "chunk_frames": step},
+    look = {"phase_lookahead": lookahead} if phase == "rtpghi" else {"rtisila_lookahead": lookahead}
+    model, cfg = tiny(render={"phase": phase, "chunk_frames": step, **look},
                       serve={"gate": False, "step_frames": step, "istft_trim_hops": 0, "backend": "torch"})
     wav = tmp_path / "part.wav"
     res = render_part(Part("violin", [(0, 0)], NOTES, []), model, cfg, SECONDS, wav, progress_bar=False)
@@ -111,7 +111,8 @@ def test_onsets_come_out_where_the_audio_stage_says(phase, lookahead, trim):
     come out delay_samples later (phase delay + iSTFT delay): the envelopes line up at that lag; offline
     (delays dropped) at lag 0. Magnitude-only phase moves the sound by less than half a hop (RTPGHI's
     backward time difference at lookahead 0: ~hop/2 late); a delay counted wrong moves it by whole hops."""
-    _, cfg = tiny(render={"phase": phase, "phase_lookahead": lookahead, "rtisila_lookahead": lookahead})
+    look = {"phase_lookahead": lookahead} if phase == "rtpghi" else {"rtisila_lookahead": lookahead}
+    _, cfg = tiny(render={"phase": phase, **look})
     ac = cfg.audio
     t = np.arange(60 * ac.hop) / ac.sample_rate
     gate = np.zeros(len(t), np.float32)
