@@ -255,7 +255,7 @@ RULES: dict[str, Any] = {
     "render.chunk_frames": _at_least(1),
     "render.window_frames": _at_least(1),
     "render.crossfade_frames": _at_least(0),
-    "render.phase_lookahead": _one_of(0, 1),
+    "render.phase_lookahead": _at_least(0),
     "render.rtisila_lookahead": _at_least(0),
     "render.rtisila_iterations": _at_least(1),
     "render.gla_iterations": _at_least(1),
