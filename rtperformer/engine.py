@@ -44,6 +44,7 @@ from rtperformer.voice import Voice
 # Program change -> instrument live: the score programs (40, 42, 73) and their neighbours (41 viola,
 # 43 contrabass, 72 piccolo) played by the nearest model.
 LIVE_PROGRAMS = {**PROGRAM_INSTRUMENTS, 41: "violin", 43: "cello", 72: "flute"}
+DRUM_CHANNEL = 9  # GM channel 10
 
 
 @dataclass
@@ -132,11 +133,15 @@ class Engine:
         self.voices: dict[str, Voice] = {i.name: Voice(i, cfg, self.mode, self.frames_per_step) for i in instruments}
         default = cfg.serve.default_instrument if cfg.serve.default_instrument in self.voices else instruments[0].name
         self.channel_instrument = [default] * 16
+        # GM channel 10 (index 9) is drums: ignored unless serve.channel_map maps it.
+        self.channel_instrument[DRUM_CHANNEL] = None
         for ch, name in dict(cfg.serve.channel_map).items():
             if not 0 <= int(ch) <= 15:
                 raise UserError(f"serve.channel_map: channel {ch} is not 0-15")
             if name in self.voices:
                 self.channel_instrument[int(ch)] = name
+        # What was not played, each named once in the status line: "ch10 drums", "program 0 on ch1".
+        self.ignored: dict[str, None] = {}
         self.bend_range = float(cfg.serve.pitch_bend_range)
         self.master = np.float32(cfg.serve.gain)
         self.frame = 0  # next frame to render
@@ -187,6 +192,10 @@ class Engine:
         if m is None or m.kind == dec.SYSTEM:
             return
         ch = m.channel
+        if self.channel_instrument[ch] is None:  # an unmapped drum channel: nothing on it is played
+            if m.kind == dec.NOTE_ON and f"ch{ch + 1} drums" not in self.ignored:
+                self.ignored[f"ch{ch + 1} drums"] = None
+            return
         sample = frame * self.hop
         if m.kind == dec.NOTE_ON:
             name = self.channel_instrument[ch]
@@ -222,8 +231,15 @@ class Engine:
                 self.channel_instrument[ch] = name
             else:
                 self.unknown_programs += 1
+                key = f"program {m.a} on ch{ch + 1}"
+                if key not in self.ignored and len(self.ignored) < 16:
+                    self.ignored[key] = None
         elif m.kind == dec.PITCH_BEND:
             self._voice_of(ch).set_bend(m.a / 8192.0 * self.bend_range)
+
+    def ignored_status(self) -> str:
+        """The status line's field naming what was ignored (channels, programs), or ""."""
+        return ("ignored: " + ", ".join(self.ignored)) if self.ignored else ""
 
     # -- rendering ---------------------------------------------------------------------------
     def render_step(self) -> np.ndarray:

@@ -116,12 +116,14 @@ class JackProbe:
 
     CYCLES = 1 << 16
 
-    def __init__(self, name: str, n_in: int, seconds: float):
+    def __init__(self, name: str, n_in: int, seconds: float, physical_midi: bool = False):
         import jack
 
         self.client = jack.Client(name, no_start_server=True)
         self.rate = self.client.samplerate
-        self.midi_out = self.client.midi_outports.register("midi_out")
+        # physical_midi: the MIDI output is flagged physical, as a hardware keyboard's port is
+        self.midi_out = self.client.midi_outports.register("midi_out", is_physical=physical_midi,
+                                                           is_terminal=physical_midi)
         self.inputs = [self.client.inports.register(f"in_{i}") for i in range(n_in)]
         self.buf = np.zeros((int(seconds * self.rate), n_in), np.float32)
         self.frame = 0

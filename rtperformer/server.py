@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+
 import numpy as np
 
 from rtperformer.audio.recorder import WavRecorder
@@ -279,8 +280,13 @@ def _jack_ports_of(client_prefix: str) -> list[str]:
 
 def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None, virtual: str | None,
           audio_device: str | None, record: str | None, quiet: bool, client_name: str = "rtperformer",
-          backend_name: str = "torch", duration: float | None = None, latency_log: str | None = None) -> int:
-    """Run the live server until SIGINT/SIGTERM (or ``duration`` seconds). Returns the exit code."""
+          backend_name: str = "torch", duration: float | None = None, latency_log: str | None = None,
+          midi_file: str | None = None, connect_midi: str | None = None, connect_audio: str = "system") -> int:
+    """Run the live server until SIGINT/SIGTERM (or ``duration`` seconds). Returns the exit code.
+
+    ``midi_file``: replay this MIDI file in real time as the input instead of a port. ``connect_midi`` /
+    ``connect_audio``: JACK connection patterns (rtperformer/jackroute.py); ``connect_midi`` None = ``all``
+    (every hardware MIDI output) for a virtual port, ``none`` with ``midi_port``."""
     from rtperformer.audio.output import AudioOutput, JACK_HOSTAPI, find_output_device, prepare_portaudio
     from rtperformer.midi.sources import RtMidiSource, default_api
 
@@ -300,8 +306,14 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         virtual = "in"
     # Armed only once the engines are built and the audio runs: what arrives before is dropped, not
     # queued to fire all at once when the first step renders.
-    source = RtMidiSource(events, clock, api, port=midi_port, virtual=virtual, client_name=client_name,
-                          armed=False)
+    if midi_file:
+        from rtperformer.midi.sources import FileReplaySource, read_midi_messages
+
+        source = FileReplaySource(events, clock, read_midi_messages(midi_file), start_delay=0.3)
+        source.port_name = f"file:{Path(midi_file).name}"
+    else:
+        source = RtMidiSource(events, clock, api, port=midi_port, virtual=virtual, client_name=client_name,
+                              armed=False)
     output = None
     recorder = None
     session = None
@@ -330,11 +342,19 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal ends cleanly too
             signal.signal(sig, lambda *_: stop.set())
         session.status_fields.append(lambda: midi_status(source, events, engine))
+        session.status_fields.append(engine.ignored_status)
         if recorder is not None:
             session.status_fields.append(lambda: recorder.status)
         session.start()
         source.arm()
         ports = _jack_ports_of(f"{client_name}-out") if hostapi == JACK_HOSTAPI else []
+        if ports or (api == "jack" and not midi_file):
+            from rtperformer.jackroute import route
+
+            own_midi = None if midi_file or api != "jack" else f"{client_name}:{virtual or 'in'}"
+            pattern = connect_midi or ("all" if virtual else "none")
+            for a, b in route(own_midi, ports, pattern, connect_audio, client_name):
+                print(f"connected: {a} -> {b}", flush=True)
         audio = ",".join(ports) if ports else dev_info["name"]
         print(f"ready: midi={source.port_name} audio={audio}", flush=True)
         t_end = None if duration is None else time.perf_counter() + duration

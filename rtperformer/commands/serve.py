@@ -18,6 +18,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--midi-port", metavar="NAME_OR_PATTERN", help="connect to an existing MIDI port")
     src.add_argument("--virtual", metavar="NAME", help="create a virtual MIDI port NAME (default: 'in')")
+    src.add_argument("--midi-file", metavar="FILE.mid",
+                     help="replay a MIDI file in real time as the input (no MIDI port needed; with --duration)")
+    p.add_argument("--connect-midi", metavar="PATTERN",
+                   help="JACK: connect these MIDI outputs to our input: 'all' (every hardware MIDI port), 'none', "
+                        "or a regular expression on port names (default: all for a virtual port, none with --midi-port)")
+    p.add_argument("--connect-audio", metavar="PATTERN", default="system",
+                   help="JACK: connect our audio outputs to these playback ports: 'system' (the physical ones, "
+                        "default), 'none', or a regular expression on port names")
+    p.add_argument("--no-connect", action="store_true", help="JACK: make no connections (same as both patterns 'none')")
     p.add_argument("--midi-api", choices=["jack", "alsa"],
                    help="MIDI API (default: jack when a JACK server is running, else alsa)")
     p.add_argument("--audio-device", metavar="NAME_OR_INDEX", help="audio output device (see rtperformer devices)")
@@ -54,11 +63,23 @@ def run(args: argparse.Namespace) -> int:
         from rtperformer.backends import require
 
         require(cfg.serve.backend)
+    from rtperformer.jackroute import check_pattern
+
+    if args.no_connect:
+        args.connect_midi = args.connect_audio = "none"
+    for option, value in (("--connect-midi", args.connect_midi), ("--connect-audio", args.connect_audio)):
+        if value is not None:
+            check_pattern(value, option)
     # The MIDI API and port are checked before the models load, so a missing server or port fails fast.
     from rtperformer.midi.sources import check_midi_api, default_api
 
     api = args.midi_api or default_api()
-    check_midi_api(api)
+    if args.midi_file:
+        from rtperformer.midi.sources import read_midi_messages
+
+        read_midi_messages(args.midi_file)  # a missing or bad file fails before the models load
+    else:
+        check_midi_api(api)
     if args.midi_port:  # a missing port fails before the models load
         from rtperformer.midi.sources import list_ports, match_port
 
@@ -72,4 +93,5 @@ def run(args: argparse.Namespace) -> int:
     instruments = load_instruments(args.model, args.models_dir)
     return serve(cfg, instruments, api, args.midi_port, args.virtual, args.audio_device, args.record,
                  args.quiet, client_name=args.client_name, duration=args.duration,
-                 latency_log=args.latency_log)
+                 latency_log=args.latency_log, midi_file=args.midi_file, connect_midi=args.connect_midi,
+                 connect_audio=args.connect_audio)

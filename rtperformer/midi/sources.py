@@ -233,6 +233,16 @@ class FileReplaySource:
         self._thread.start()
         return self
 
+    def arm(self) -> None:
+        """As a live port's :meth:`RtMidiSource.arm`: the replay starts now (``serve --midi-file``)."""
+        if self._thread is None:
+            self.start()
+
+    @property
+    def received(self) -> int:
+        """Messages sent so far (the status line's count, as for a live port)."""
+        return self.sent
+
     def _run(self) -> None:
         set_realtime(self.realtime_priority)
         t0 = time.perf_counter() + self.start_delay
