@@ -1,8 +1,9 @@
 """The ``rtperformer`` command line: one sub-command per module in rtperformer/commands/.
 
-Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their command runs, so ``rtperformer --help`` stays fast and a command
-never pays for another's imports. A :class:`UserError` anywhere becomes one stderr line and exit code 2.
+Each command module defines ``HELP`` (one line, shown by ``rtperformer --help``), ``add_arguments(parser)``
+and ``run(args) -> int``. Command modules import only the standard library at the top (everything else
+inside ``run``), so reading every ``HELP`` keeps ``rtperformer --help`` fast and a command never pays for
+another's imports. A :class:`UserError` anywhere becomes one stderr line and exit code 2.
 """
 
 from __future__ import annotations
@@ -13,16 +14,7 @@ import sys
 
 from rtperformer.errors import UserError
 
-COMMANDS = {
-    "render": "Render a MIDI file to a WAV with a PerformanceNet model.",
-    "serve": "Play live: MIDI in, streaming PerformanceNet, audio out.",
-    "devices": "List MIDI ports for each API and audio devices.",
-    "data": "Build the training corpus (rtperformer data build).",
-    "train": "Train a model from a config.",
-    "eval": "Evaluate a model on the test split.",
-    "export": "Export a model to ONNX or TensorRT next to its checkpoint.",
-    "bench": "Run a benchmark from bench/.",
-}
+COMMANDS = ("render", "serve", "devices", "data", "train", "eval", "export", "bench")
 
 
 def _module(name: str):
@@ -35,10 +27,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name in COMMANDS:
+        mod = _module(name)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
         if name == chosen:
-            _module(name).add_arguments(p)
+            mod.add_arguments(p)
     return parser
 
 

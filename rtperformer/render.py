@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENTS, Score
 from rtperformer.audio.wavfile import open_wav
@@ -453,13 +454,6 @@ def write_png(results: list[PartResult], cfgs: dict[str, Any], png_path: Path) -
     plt.close(fig)
 
 
-def temp_path_for(path: Path, suffix: str) -> Path:
-    """A hidden temp file next to ``path`` (same file system, so os.replace is atomic)."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=str(path.parent))
-    os.close(fd)
-    return Path(name)
-
-
 @dataclass
 class RenderSummary:
     out_path: Path
@@ -488,7 +482,6 @@ def render_score(score: Score, parts: list[Part], models: dict[str, tuple[Any, A
     seconds = score.duration + release
     rate = max(cfgs[p.instrument].audio.sample_rate for p in parts)
     work = Path(tempfile.mkdtemp(prefix="rtperformer-render-"))
-    tmp_wav = tmp_png = None
     try:
         # parts render concurrently, one per core: torch and the numba phase code release the GIL, and a
         # model shared by two parts is only read (each part carries its own streaming state)
@@ -507,18 +500,15 @@ def render_score(score: Score, parts: list[Part], models: dict[str, tuple[Any, A
 
             with ThreadPoolExecutor(workers, thread_name_prefix="render-part") as pool:
                 results = list(pool.map(one, range(len(parts))))
-        tmp_wav = temp_path_for(out_path, ".wav")
-        gain, peak = mix_to_wav(results, tmp_wav)
-        if png is not None:
-            tmp_png = temp_path_for(png, ".png")
-            write_png(results, cfgs, tmp_png)
-            os.replace(tmp_png, png)
-            tmp_png = None
-        os.replace(tmp_wav, out_path)
-        tmp_wav = None
+        mixed: list[float] = []
+
+        def write_outputs(tmp_wav: str) -> None:  # the PNG first: the WAV appears last, both or neither
+            mixed.extend(mix_to_wav(results, Path(tmp_wav)))
+            if png is not None:
+                atomic_write(png, lambda tmp_png: write_png(results, cfgs, Path(tmp_png)), suffix=".png")
+
+        atomic_write(out_path, write_outputs, suffix=".wav")
+        gain, peak = mixed
         return RenderSummary(out_path, rate, results[0].n_samples, seconds, gain, peak, [p.instrument for p in parts])
     finally:
-        for t in (tmp_wav, tmp_png):
-            if t is not None and t.exists():
-                t.unlink()
         shutil.rmtree(work, ignore_errors=True)

@@ -107,8 +107,11 @@ def seconds_to_frame(seconds: float, audio_cfg: Any) -> int:
 
 
 def n_frames_for(seconds: float, audio_cfg: Any) -> int:
-    """Frames of a centred STFT of ``seconds`` of audio: N//hop + 1 with N = round(seconds*sr)."""
-    return seconds_to_sample(seconds, audio_cfg.sample_rate) // audio_cfg.hop + 1
+    """Frames of a centred STFT of ``seconds`` of audio (:func:`rtperformer.dsp.features.n_frames` of
+    N = round(seconds*sr) samples)."""
+    from rtperformer.dsp.features import n_frames
+
+    return n_frames(seconds_to_sample(seconds, audio_cfg.sample_rate), audio_cfg.hop)
 
 
 class _Note:

@@ -29,3 +29,15 @@ def jack_server(tmp_path_factory):
         yield server
     finally:
         server.__exit__(None, None, None)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one intra-op thread for the test (small tensors: threads only add contention on a shared
+    CI box, and the step-size-dependent float rounding stays that of one thread)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

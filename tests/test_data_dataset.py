@@ -9,7 +9,8 @@ import soundfile as sf
 
 from rtperformer.config import from_dict
 from rtperformer.data.dataset import WindowDataset, piece_arrays, split_pieces
-from rtperformer.data.rolls_io import load_rolls, n_frames_for, rolls_from_events, save_rolls
+from rtperformer.data.rolls_io import load_rolls, rolls_from_events, save_rolls
+from rtperformer.dsp.features import n_frames
 from rtperformer.errors import UserError
 from rtperformer.rolls import input_channels, stack_inputs
 
@@ -30,7 +31,7 @@ def _make_corpus(root: Path, sr=48000, hop=256, pieces=(("p-a", "train", 3.0), (
             sf.write(d / f"{kind}.flac", audio, sr, subtype="PCM_24")
             notes = np.array([[0.1, 0.9, 69, 90], [0.8, secs - 0.2, 72, 60]])
             cc = np.array([[0.0, 100], [0.5, 64]]) if kind == "expressive" else np.zeros((0, 2))
-            rolls = rolls_from_events(notes, cc, n_frames_for(n, hop), sr, hop)
+            rolls = rolls_from_events(notes, cc, n_frames(n, hop), sr, hop)
             save_rolls(d / f"{kind}_rolls.npz", rolls, notes, cc, sr / hop, sr, hop)
         entries.append({"id": pid, "group": pid, "split": split, "kinds": kinds, "seconds": {"expressive": secs}})
     (inst / "manifest.json").write_text(json.dumps({"instrument": "violin", "sample_rate": sr, "hop": hop,

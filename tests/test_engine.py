@@ -39,12 +39,7 @@ def rms(x):
     return float(np.sqrt(np.mean(np.square(x)))) if len(x) else 0.0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("mode", ["streaming", "window"])

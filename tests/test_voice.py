@@ -30,12 +30,7 @@ def tiny(**over):
     return build_model(cfg).eval(), cfg
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def live(model, cfg, n_samples):

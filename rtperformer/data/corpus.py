@@ -27,7 +27,8 @@ import numpy as np
 from rtperformer.atomic import atomic_write
 from rtperformer.data import scores
 from rtperformer.data.humanize import perform
-from rtperformer.data.rolls_io import n_frames_for, rolls_from_events, save_rolls
+from rtperformer.data.rolls_io import rolls_from_events, save_rolls
+from rtperformer.dsp.features import n_frames
 from rtperformer.data.splits import SPLITS, assign_split, read_splits, split_of, split_path, write_splits
 from rtperformer.data.synth import GAIN, Patch, Renderer, default_patch
 from rtperformer.errors import UserError
@@ -180,7 +181,7 @@ def render_piece(job: tuple) -> dict:
         perf = perform(line, kind, seed)
         audio = renderer.render(perf)
         notes, cc = perf.notes_array(), perf.cc_array()
-        rolls = rolls_from_events(notes, cc, n_frames_for(len(audio), st.hop), st.sample_rate, st.hop)
+        rolls = rolls_from_events(notes, cc, n_frames(len(audio), st.hop), st.sample_rate, st.hop)
         save_rolls(pdir / f"{kind}_rolls.npz", rolls, notes, cc, frame_rate, st.sample_rate, st.hop)
         _write_flac(pdir / f"{kind}.flac", audio, st.sample_rate)
         seconds[kind] = round(len(audio) / st.sample_rate, 3)

@@ -189,7 +189,8 @@ def recording_splits(ids) -> dict[int, str]:
 def import_musicnet(source, instrument: str, out: str | Path, hop: int = 256, ids=None) -> dict:
     """Write ``instrument``'s MusicNet recordings into the corpus layout under ``out``; returns the manifest."""
     from rtperformer.data.corpus import _write_flac
-    from rtperformer.data.rolls_io import n_frames_for, rolls_from_events, save_rolls
+    from rtperformer.data.rolls_io import rolls_from_events, save_rolls
+    from rtperformer.dsp.features import n_frames
 
     if instrument not in GM_PROGRAM:
         raise UserError(f"unknown instrument {instrument!r} (violin, cello, flute)")
@@ -211,7 +212,7 @@ def import_musicnet(source, instrument: str, out: str | Path, hop: int = 256, id
         sel = rec.notes[rec.notes[:, 3] == gm] if len(rec.notes) else rec.notes
         notes = np.column_stack([sel[:, 0], sel[:, 1], sel[:, 2], np.full(len(sel), NOMINAL_VELOCITY)])
         cc = np.zeros((0, 2))
-        rolls = rolls_from_events(notes, cc, n_frames_for(len(rec.audio), hop), sample_rate, hop)
+        rolls = rolls_from_events(notes, cc, n_frames(len(rec.audio), hop), sample_rate, hop)
         save_rolls(pdir / "expressive_rolls.npz", rolls, notes, cc, sample_rate / hop, sample_rate, hop)
         _write_flac(pdir / "expressive.flac", rec.audio, sample_rate)
         meta = {"id": pid, "group": pid, "source": "musicnet", "split": splits[rec.id], "kinds": ["expressive"],

@@ -33,11 +33,6 @@ def rolls_from_events(notes: np.ndarray, cc11: np.ndarray, n_frames: int, sample
     return notes_to_rolls(ns, cs, _AUDIO(int(sample_rate), int(hop)), n_frames=int(n_frames))
 
 
-def n_frames_for(n_samples: int, hop: int) -> int:
-    """Centred STFT frame count: N // hop + 1."""
-    return int(n_samples) // int(hop) + 1
-
-
 def save_rolls(path: Path, rolls: Rolls, notes: np.ndarray, cc11: np.ndarray, frame_rate: float,
                sample_rate: int, hop: int) -> None:
     """Write ``path`` (.npz, compressed) atomically, in exact compact integer form.
