@@ -35,6 +35,8 @@ from rtperformer.midi.queue import MidiQueue
 from rtperformer.rtsched import set_realtime
 
 
+AUDIO_TIMEOUT_S = 1.5  # no audio callback for this long while running: the device or JACK server is gone
+EXIT_AUDIO_LOST = 3  # serve's exit code when the audio device or JACK server went away
 RING_FRAMES = 1 << 16  # output ring: any device period (up to 8192) plus the largest lead plus a step
 ONSET_LOG = 4096  # note-ons kept for the latency statistics and the waterfall log (the most recent)
 
@@ -120,6 +122,8 @@ class LiveSession:
         self.realtime = False
         self.error: BaseException | None = None
         self.status_fields: list = []  # callables -> str, appended to the status line (MIDI, recorder)
+        self.audio_lost = ""  # why the audio stopped (the main loop's watchdog), "" while it runs
+        self.watchers: list = []  # callables run by the main loop every tick (the MIDI port watch)
 
     @property
     def target(self) -> int:
@@ -230,10 +234,16 @@ class LiveSession:
     def _run(self, until, status_every: float) -> None:
         last = 0.0
         tty = sys.stderr.isatty()
+        started = time.perf_counter()
         while not self.stop_event.wait(0.05):
             if until is not None and until():
                 break
             now = time.perf_counter()
+            self.audio_lost = self.audio_lost or audio_stalled(self.output, started, now)
+            if self.audio_lost:
+                break
+            for watch in self.watchers:
+                watch()
             if not self.quiet and now - last >= status_every:
                 last = now
                 line = self.status_line()
@@ -243,6 +253,23 @@ class LiveSession:
             sys.stderr.write("\n")
         if self.error is not None:
             raise self.error
+
+
+def audio_stalled(output, started: float, now: float, timeout: float = AUDIO_TIMEOUT_S) -> str:
+    """Why the audio has stopped, or "" while callbacks keep coming: none for ``timeout`` seconds after
+    the last one (or, before the first, 5 x ``timeout`` after the start). The JACK server dying or
+    restarting, or a device unplugged, stops the callbacks without an error anywhere else."""
+    last = float(output.clock[1])
+    if output.callbacks == 0:
+        if now - started > 5 * timeout:
+            return f"no audio callback in the {now - started:.1f} s since start"
+        return ""
+    stream = getattr(output, "stream", None)
+    if stream is not None and not getattr(stream, "active", True):
+        return "the audio stream stopped"
+    if now - last > timeout:
+        return f"no audio callback for {now - last:.1f} s"
+    return ""
 
 
 def midi_status(source, events: MidiQueue, engine) -> str:
@@ -360,11 +387,17 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         t_end = None if duration is None else time.perf_counter() + duration
         session.run(until=(lambda: time.perf_counter() >= t_end) if t_end else None)
     finally:
-        if session is not None:
-            session.stop()
-        elif output is not None:
-            output.close()
-        source.close()
+        lost = session is not None and session.audio_lost
+        if recorder is not None and lost:
+            recorder.close()  # the take first: closing a dead server's clients may block
+        if lost:
+            _close_bounded([session.stop, source.close])
+        else:
+            if session is not None:
+                session.stop()
+            elif output is not None:
+                output.close()
+            source.close()
         if recorder is not None:
             recorder.close()
     if session is not None and latency_log:
@@ -381,4 +414,27 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         sys.stderr.write(f"recorded {recorder.path}: {recorder.frames / recorder.samplerate:.1f} s"
                          f"{' (' + recorder.error + ')' if recorder.error else ''}\n")
         sys.stderr.flush()
+    if session is not None and session.audio_lost:
+        where = "the JACK server stopped or restarted" if hostapi == JACK_HOSTAPI else "the audio device stopped"
+        sys.stderr.write(f"rtperformer serve: audio lost: {where} ({session.audio_lost}); exiting\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # The recording is closed. PortAudio's exit handler (Pa_Terminate) blocks forever on a stream
+        # whose JACK server died, so leave without running it.
+        os._exit(EXIT_AUDIO_LOST)
     return 0
+
+
+def _close_bounded(closers, timeout: float = 3.0) -> None:
+    """Run ``closers`` in a daemon thread and wait at most ``timeout`` s: closing the clients of a JACK
+    server that died can block in libjack, and the exit must not hang on it."""
+    def run():
+        for c in closers:
+            try:
+                c()
+            except Exception:
+                pass
+
+    t = threading.Thread(target=run, name="rtperformer-close", daemon=True)
+    t.start()
+    t.join(timeout)

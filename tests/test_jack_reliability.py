@@ -298,3 +298,45 @@ def test_disk_full_stops_the_recording_not_the_music(jack_server, tiny_model_dir
 
     got, rrate = sf.read(rec, dtype="float32", always_2d=True)
     assert 0.5 * limit / (8 * rrate) <= len(got) / rrate <= limit / (8 * rrate)
+
+
+def test_jack_server_dying_is_a_message_not_a_hang(tiny_model_dir, tmp_path):
+    """jackd is killed under a running server (its own private JACK server, not the session one): the
+    server notices (no audio callback for 1.5 s), says so in one line, finishes the recording and exits
+    with code 3. On main it hung silently until killed."""
+    import sys
+
+    import soundfile as sf
+
+    from rtperformer.jacktools import PrivateJackServer
+    from test_jack_serve import REPO
+
+    rec = tmp_path / "take.wav"
+    with PrivateJackServer("rtpdie", 48000, 256, log=tmp_path / "jackd.log") as jack:
+        args = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", "rtpdie",
+                "--midi-api", "jack", "--record", str(rec), "--config", str(_serve_config(tmp_path, "streaming")),
+                "--model", f"violin={tiny_model_dir}"]
+        proc = subprocess.Popen(args, cwd=REPO, env=jack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        try:
+            line = proc.stdout.readline()
+            assert line.startswith("ready:"), proc.stderr.read()[-3000:]
+            time.sleep(2.0)
+            jack.proc.kill()
+            jack.proc.wait()
+            try:
+                rc = proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                pytest.fail("serve hung after its JACK server died")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    err = proc.stderr.read()
+    assert rc == 3, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("rtperformer serve: audio lost: the JACK server stopped or restarted"), err[-2000:]
+    got, rate = sf.read(rec, dtype="float32", always_2d=True)
+    assert len(got) >= 1.5 * rate  # the 2 s before the kill are in the finished take
