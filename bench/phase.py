@@ -35,7 +35,7 @@ from rtperformer.atomic import atomic_write  # noqa: E402
 from rtperformer.config import AudioConfig  # noqa: E402
 from rtperformer.dsp.features import spectral_convergence_db, stft  # noqa: E402
 from rtperformer.dsp.istft_stream import StreamingISTFT  # noqa: E402
-from rtperformer.dsp.phase import griffin_lim  # noqa: E402
+from rtperformer.dsp.griffin_lim import griffin_lim  # noqa: E402
 from rtperformer.dsp.rtisila import RTISILA  # noqa: E402
 from rtperformer.dsp.rtpghi import RTPGHI  # noqa: E402
 from rtperformer.dsp.synth import SIGNALS  # noqa: E402

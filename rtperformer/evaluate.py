@@ -76,7 +76,7 @@ class NoteRegions:
 
 
 def note_regions(x: np.ndarray, n_fft: int, hop: int, frame_rate: float) -> NoteRegions:
-    """Masks for x (C_in, T) in the contract's layout (roll 0:128, onoff 128:256)."""
+    """Masks for x (C_in, T) in the model's input layout (roll 0:128, onoff 128:256)."""
     roll = x[0:128] > 0.5
     onoff = x[128:256]
     T = x.shape[-1]

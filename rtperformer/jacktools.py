@@ -6,8 +6,8 @@ stops it and removes its /dev/shm leftovers (the shared registry only when no ot
 
 :class:`JackProbe` is a JACK-Client with one MIDI output and ``n_in`` audio inputs: it writes a schedule of
 MIDI events at exact frames and records its inputs from :meth:`JackProbe.play` on. Its process callback is
-Python: keep it out of a process that also opens a python-rtmidi JACK client (ARCHITECTURE.md section 6),
-which is why the server under test always runs in its own process.
+Python: keep it out of a process that also opens a python-rtmidi JACK client (the two clients of one
+process can deadlock), which is why the server under test always runs in its own process.
 """
 
 from __future__ import annotations

@@ -10,9 +10,8 @@ Every stage streams, so memory is bounded whatever the length of the piece:
   ``render.crossfade_frames``, crossfaded linearly in the log-power domain (both windows predict the same
   frames, so a linear fade keeps the level);
 - audio (:class:`OfflineAudio`): the chain's audio stage (magnitude, RTPGHI / RTISI-LA, streaming iSTFT)
-  with its delays dropped, the same code the live engine runs; Griffin-Lim (:class:`BlockGriffinLim`,
-  offline only) in blocks of ``GLA_BLOCK_FRAMES`` whose audio is crossfaded with equal power over
-  ``GLA_OVERLAP_FRAMES`` (their phases are unrelated);
+  with its delays dropped, the same code the live engine runs; Griffin-Lim offline only
+  (:class:`rtperformer.dsp.griffin_lim.BlockGriffinLim`, in crossfaded blocks);
 - audio: each instrument to a float WAV in a temp folder, then mixed block-wise.
 
 Mixing (:func:`mix_to_wav`): parts are summed at unit gain (the models' trained levels are kept), then
@@ -37,11 +36,10 @@ from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENT
 from rtperformer.audio.wavfile import open_wav
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
+from rtperformer.dsp.griffin_lim import BlockGriffinLim
 from rtperformer.voice import OfflineAudio, render_stream
 
 PEAK_CEILING = 10 ** (-1.0 / 20.0)  # -1 dBFS
-GLA_BLOCK_FRAMES = 1024
-GLA_OVERLAP_FRAMES = 32
 PNG_MAX_COLUMNS = 2000
 _IO_BLOCK = 1 << 16
 
@@ -219,74 +217,6 @@ class StreamingPhase:
         outs.append(np.zeros(max(self.remaining, 0), np.float32))
         self.remaining = 0
         return np.concatenate(outs).astype(np.float32)
-
-
-class BlockGriffinLim:
-    """Log1p-power chunks -> audio of ``n_samples``: Griffin-Lim over blocks of ``block`` frames that overlap
-    by ``overlap`` frames; the overlapping audio is crossfaded with equal power."""
-
-    def __init__(self, audio_cfg: Any, render_cfg: Any, n_samples: int, block: int = GLA_BLOCK_FRAMES, overlap: int = GLA_OVERLAP_FRAMES):
-        from rtperformer.dsp.phase import make_phase
-
-        self.gla = make_phase("gla", audio_cfg, render_cfg)
-        self.audio_cfg = audio_cfg
-        self.hop = audio_cfg.hop
-        self.block = max(block, 2 * overlap + 2)
-        self.overlap = overlap
-        self.n_samples = n_samples
-        self._mags: list[np.ndarray] = []
-        self._buffered = 0
-        self._start = 0  # first frame in the buffer
-        self._tail = None  # audio of the previous block over the overlap
-        self._written = 0
-
-    def push(self, features: np.ndarray) -> np.ndarray:
-        from rtperformer.dsp import to_magnitude
-
-        mag = to_magnitude(features, self.audio_cfg)
-        self._mags.append(mag)
-        self._buffered += mag.shape[1]
-        outs = []
-        while self._buffered >= self.block + 1:  # keep one frame so the final block is never empty
-            outs.append(self._run(self.block, final=False))
-        return np.concatenate(outs) if outs else np.zeros(0, np.float32)
-
-    def _run(self, n: int, final: bool) -> np.ndarray:
-        from rtperformer.dsp.crossfade import crossfade
-
-        buf = np.concatenate(self._mags, axis=1)
-        mag = buf[:, :n]
-        s0 = self._start * self.hop
-        length = (self.n_samples - s0) if final else n * self.hop
-        audio = self.gla.reconstruct(mag, length=max(length, 0)) if length > 0 else np.zeros(0, np.float32)
-        if self._tail is not None:
-            c = min(self._tail.shape[0], audio.shape[0])
-            audio = audio.copy()
-            audio[:c] = crossfade(self._tail[:c], audio[:c])
-        if final:
-            out = audio
-            self._mags = []
-            self._buffered = 0
-        else:
-            keep = self.overlap * self.hop
-            out = audio[: audio.shape[0] - keep]
-            self._tail = audio[audio.shape[0] - keep :].copy()
-            step = n - self.overlap
-            rest = buf[:, step:]
-            self._mags = [rest]
-            self._buffered = rest.shape[1]
-            self._start += step
-        self._written += out.shape[0]
-        return out.astype(np.float32)
-
-    def finish(self) -> np.ndarray:
-        out = self._run(self._buffered, final=True) if self._buffered else np.zeros(0, np.float32)
-        missing = self.n_samples - self._written
-        if missing > 0:
-            out = np.concatenate([out, np.zeros(missing, np.float32)])
-        elif missing < 0:
-            out = out[: out.shape[0] + missing]
-        return out
 
 
 def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int):

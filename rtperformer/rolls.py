@@ -2,7 +2,7 @@
 
 Frames are centred STFT frames: frame t is at sample t*hop. A time becomes a frame in two steps, both
 rounded half up: seconds -> the sample clock (``round(s*sample_rate)``), then sample -> frame
-(``round(sample/hop)``). This equals ``round(s*frame_rate)`` of the contract except exactly at ties, and it
+(``round(sample/hop)``). This equals ``round(s*frame_rate)`` except exactly at ties, and it
 is what the live pianoroll does with sample-stamped events, so offline and live rolls agree exactly.
 
 A note from s0 to s1 is on in frames ``f0 <= t < max(f1, f0+1)``. The arrays (:class:`Rolls`):
@@ -15,7 +15,7 @@ A note from s0 to s1 is on in frames ``f0 <= t < max(f1, f0+1)``. The arrays (:c
   current CC11 among the channels that have sent anything.
 
 Event semantics (:class:`NoteTracker`, shared by the offline and live paths): note-on with velocity 0 is a
-note-off; a note-on of a held pitch on the same voice ends the held note and starts a new one; CC64 >= 64
+note-off; a note-on of a held pitch from the same source (track, channel) ends the held note and starts a new one; CC64 >= 64
 holds released keys until the pedal lifts (or the key is struck again); CC123 releases all keys of the
 channel (the pedal still holds them); CC120 silences the channel at once; CC121 resets expression to
 1.0 and lifts the pedal.
@@ -130,8 +130,9 @@ class _Note:
 class NoteTracker:
     """Raw MIDI messages (in frame time, in order) -> note intervals and expression changes.
 
-    ``feed(frame, data, voice)``: apply one message at ``frame`` (frames must not decrease). Notes are
-    keyed by ``(voice, pitch)``; controllers act on every voice of their channel. ``closed`` holds ended
+    ``feed(frame, data, source)``: apply one message at ``frame`` (frames must not decrease). Notes are
+    keyed by ``(source, pitch)``, the source telling apart tracks that share a channel (``(track,
+    channel)`` offline; the channel live); controllers act on every source of their channel. ``closed`` holds ended
     notes, ``open`` sounding ones, ``expr_changes`` a list of (frame, value) steps.
     """
 
@@ -155,8 +156,8 @@ class NoteTracker:
         del self.open[key]
         self.closed.append(note)
 
-    def _note_on(self, frame: int, voice, ch: int, pitch: int, vel: int) -> None:
-        key = (voice, pitch)
+    def _note_on(self, frame: int, source, ch: int, pitch: int, vel: int) -> None:
+        key = (source, pitch)
         held = self.open.get(key)
         if held is not None:
             self._close(key, held, frame)
@@ -164,8 +165,8 @@ class NoteTracker:
         self.open[key] = _Note(pitch, frame, v, self._seq, ch)
         self._seq += 1
 
-    def _note_off(self, frame: int, voice, ch: int, pitch: int) -> None:
-        key = (voice, pitch)
+    def _note_off(self, frame: int, source, ch: int, pitch: int) -> None:
+        key = (source, pitch)
         note = self.open.get(key)
         if note is None or not note.key_down:
             return
@@ -221,19 +222,19 @@ class NoteTracker:
             self._set_expression(frame)
             self._sustain(frame, ch, False)
 
-    def feed(self, frame: int, data: bytes, voice: Hashable = None) -> None:
-        """Apply one raw message; ``voice`` defaults to the message's channel. Malformed messages
+    def feed(self, frame: int, data: bytes, source: Hashable = None) -> None:
+        """Apply one raw message; ``source`` defaults to the message's channel. Malformed messages
         (:func:`rtperformer.midi.decode.decode` returns None) and other kinds are ignored."""
         m = decode(data)
         if m is None:
             return
         ch = m.channel
-        voice = ch if voice is None else voice
+        source = ch if source is None else source
         if m.kind == NOTE_ON:
             self._see(frame, ch)
-            self._note_on(frame, voice, ch, m.a, m.b)
+            self._note_on(frame, source, ch, m.a, m.b)
         elif m.kind == NOTE_OFF:
-            self._note_off(frame, voice, ch, m.a)
+            self._note_off(frame, source, ch, m.a)
         elif m.kind == CONTROL:
             self._see(frame, ch)
             self._control(frame, ch, m.a, m.b)
@@ -308,7 +309,7 @@ def tracker_from_notes(
     """A :class:`NoteTracker` fed with every note and control (seconds) of a score, in canonical order."""
     tracker = NoteTracker(velocity_sensitive)
     for msg in timeline(notes, controls):
-        tracker.feed(seconds_to_frame(msg.time, audio_cfg), msg.data, msg.voice)
+        tracker.feed(seconds_to_frame(msg.time, audio_cfg), msg.data, msg.source)
     return tracker
 
 

@@ -175,10 +175,8 @@ def cut_windows(pieces: Iterable[tuple[Any, Any]], clip_frames: int, max_windows
 
 def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
     """(train dataset, valid windows, data description) from the corpus named by ``cfg.data``."""
-    try:
-        from rtperformer.data.dataset import WindowDataset, piece_arrays
-    except ImportError as exc:  # pragma: no cover - the data package is part of the project
-        raise UserError(f"the data package is missing ({exc})") from None
+    from rtperformer.data.dataset import WindowDataset, piece_arrays
+
     corpus, inst = cfg.data.corpus_dir, cfg.data.instrument
     if not Path(corpus, inst).is_dir():
         raise UserError(f"no corpus at {Path(corpus, inst)}; build it with `rtperformer data build --instrument {inst}`")
@@ -222,7 +220,8 @@ class SyntheticWindows:
     """A learnable toy corpus for smoke tests and DDP checks (no audio, no FluidSynth).
 
     Iterating yields endless ``(x (C_in, T), y (n_bins, T))`` float32 windows: a random monophonic melody
-    in the contract's input layout (roll, onoff, velocity, expression as the model config asks) and, as
+    in the model's input layout (:func:`rtperformer.rolls.stack_inputs`: roll, onoff, velocity, expression
+    as the model config asks) and, as
     target, ``log1p(power_scale * P)`` of a harmonic comb at each note's pitch that decays after the onset.
     """
 
@@ -388,13 +387,10 @@ def validate(model: torch.nn.Module, windows: Sequence[Window], loss_fn: Callabl
 
 
 def _model_api() -> tuple[Callable, Callable]:
-    """(build_model, save_checkpoint) from the model package; a missing one is a UserError raised before
-    any training time is spent."""
-    try:
-        from rtperformer.model import build_model
-        from rtperformer.model.checkpoint import save_checkpoint
-    except ImportError as exc:
-        raise UserError(f"the model package is incomplete ({exc}); cannot build or save a model") from None
+    """(build_model, save_checkpoint) from the model package (imported here: torch loads with the run)."""
+    from rtperformer.model import build_model
+    from rtperformer.model.checkpoint import save_checkpoint
+
     return build_model, save_checkpoint
 
 

@@ -17,7 +17,8 @@ import pytest
 from rtperformer.config import AudioConfig, RenderConfig
 from rtperformer.dsp.features import istft, spectral_convergence_db, stft
 from rtperformer.dsp.istft_stream import StreamingISTFT
-from rtperformer.dsp.phase import OfflineGriffinLim, griffin_lim, make_phase
+from rtperformer.dsp.griffin_lim import OfflineGriffinLim, griffin_lim
+from rtperformer.dsp.phase import make_phase
 from rtperformer.dsp.rtisila import RTISILA
 from rtperformer.dsp.rtpghi import RTPGHI
 from rtperformer.dsp.synth import SIGNALS

@@ -9,11 +9,11 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 
 from rtperformer.config import load_config  # noqa: E402
+from rtperformer.dsp.griffin_lim import BlockGriffinLim  # noqa: E402
 from rtperformer.errors import UserError  # noqa: E402
 from rtperformer.midi.score import Control, Note, Score  # noqa: E402
 from rtperformer.render import (  # noqa: E402
     PEAK_CEILING,
-    BlockGriffinLim,
     InputStream,
     OfflineAudio,
     PartResult,

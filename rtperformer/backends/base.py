@@ -1,6 +1,7 @@
 """The one small interface every runtime implements.
 
-A backend wraps one streaming PerformanceNet (``model.step`` / ``model.init_state``, see CONTRACT.md)
+A backend wraps one streaming PerformanceNet (``model.step`` / ``model.init_state``, see
+rtperformer/model/performancenet.py)
 for one runtime and, for the runtimes that need it, one fixed chunk size::
 
     backend = make_backend("onnx", model, cfg, chunk=4)
@@ -115,12 +116,9 @@ class Backend:
 
 
 def _input_channels(cfg) -> int:
-    """C_in of the model's input (rtperformer.rolls.input_channels; the formula if rolls is absent)."""
-    try:
-        from rtperformer.rolls import input_channels
-    except ImportError:  # pragma: no cover - rolls.py lands separately
-        m = cfg.model
-        return 256 + (128 if m.velocity else 0) + (1 if m.expression else 0)
+    """C_in of the model's input (rtperformer.rolls.input_channels)."""
+    from rtperformer.rolls import input_channels
+
     return int(input_channels(cfg.model))
 
 

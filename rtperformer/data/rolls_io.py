@@ -1,6 +1,6 @@
-"""Timed notes -> model input rolls (the contract's frame rule), saved next to each render.
+"""Timed notes -> model input rolls, saved next to each render.
 
-The rolls follow rtperformer.rolls (the contract's frame rule, shared with the live pianoroll).
+The rolls follow rtperformer.rolls (its frame rule, shared with the live pianoroll).
 
 ``<kind>_rolls.npz`` holds the Rolls arrays in exact integer form (see :func:`save_rolls`) plus the
 events they came from: ``notes`` (N, 4) [start, end, pitch, velocity] seconds, ``cc11`` (M, 2)

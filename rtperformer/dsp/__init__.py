@@ -10,7 +10,8 @@ Conventions shared by every module here (see features.py):
 
 from rtperformer.dsp.features import istft, log_power, spectral_convergence_db, stft, to_magnitude, to_power
 from rtperformer.dsp.istft_stream import StreamingISTFT
-from rtperformer.dsp.phase import griffin_lim, make_phase, warmup
+from rtperformer.dsp.griffin_lim import griffin_lim
+from rtperformer.dsp.phase import make_phase, warmup
 from rtperformer.dsp.rtpghi import RTPGHI
 from rtperformer.dsp.rtisila import RTISILA
 from rtperformer.dsp.crossfade import crossfade, equal_power_fade

@@ -1,4 +1,4 @@
-"""Equal-power crossfades for chunk seams (window render mode, instrument switches)."""
+"""Equal-power crossfades for audio seams between blocks whose phases are unrelated (block Griffin-Lim)."""
 
 from __future__ import annotations
 

@@ -68,10 +68,11 @@ def control_change(channel: int, number: int, value: int) -> bytes:
 
 
 class TimedMessage(NamedTuple):
-    """A raw message at ``time`` seconds; ``voice`` tells apart tracks that share a channel."""
+    """A raw message at ``time`` seconds; ``source`` ((track, channel)) tells apart tracks that share a
+    channel."""
 
     time: float
-    voice: Any
+    source: Any
     data: bytes
 
 
@@ -82,24 +83,24 @@ def timeline(notes: Iterable[Any], controls: Iterable[Any] = ()) -> list[TimedMe
     ``channel`` (default 0) and ``track`` (default 0). ``controls``: objects with ``time``, ``channel``,
     ``number``, ``value`` and optionally ``track``. Sorted by time; at equal times note-offs, then
     controller changes, then note-ons (a zero-length note's note-off right after its note-on); ties beyond
-    that keep the input order. The voice of a message is
+    that keep the input order. The source of a message is
     ``(track, channel)`` so that two tracks sharing a channel do not end each other's notes.
     """
     items = []
     i = 0
     for n in notes:
         ch = int(getattr(n, "channel", 0))
-        voice = (int(getattr(n, "track", 0)), ch)
+        source = (int(getattr(n, "track", 0)), ch)
         vel = max(1, min(127, int(n.velocity)))
-        items.append((float(n.start), _ORDER_ON, i, 0, voice, note_on(ch, int(n.pitch), vel)))
+        items.append((float(n.start), _ORDER_ON, i, 0, source, note_on(ch, int(n.pitch), vel)))
         # A zero-length note ends right after its own start (the rolls give it one frame).
         off_key = (float(n.end), _ORDER_OFF, i, 0) if n.end > n.start else (float(n.start), _ORDER_ON, i, 1)
-        items.append((*off_key, voice, note_off(ch, int(n.pitch))))
+        items.append((*off_key, source, note_off(ch, int(n.pitch))))
         i += 1
     for c in controls:
         ch = int(c.channel)
-        voice = (int(getattr(c, "track", 0)), ch)
-        items.append((float(c.time), _ORDER_CC, i, 0, voice, control_change(ch, int(c.number), int(c.value))))
+        source = (int(getattr(c, "track", 0)), ch)
+        items.append((float(c.time), _ORDER_CC, i, 0, source, control_change(ch, int(c.number), int(c.value))))
         i += 1
     items.sort(key=lambda it: it[:4])
     return [TimedMessage(t, v, d) for t, _, _, _, v, d in items]

@@ -1,6 +1,7 @@
 """PerformanceNet (Wang & Yang, AAAI 2019): ContourNet U-Net + on/off encoder + TextureNet.
 
-Input x (B, C_in, T) in the contract's layout [roll 0:P, onoff P:2P, velocity (if), expression (if)]
+Input x (B, C_in, T) in the layout of :func:`rtperformer.rolls.stack_inputs` [roll 0:P, onoff P:2P,
+velocity (if), expression (if)]
 (P = n_pitches). The contour branch gets roll + velocity + expression, the on/off encoder gets onoff.
 Output (B, n_bins, T): log1p(power_scale * |S|^2) frames, output t aligned with input t.
 
