@@ -15,8 +15,9 @@ tests) applies an event stamped at sample s (model rate) at frame round(s / hop)
 
 MIDI: note on/off (velocity 0 = off), velocity, CC64 sustain, CC11 expression (a model input when the
 model has one, else a gain), CC7 volume (gain (v/127)^2), CC120 all sound off (gate closes at once),
-CC123 all notes off, program change (GM 40/41 -> violin, 42/43 -> cello, 72/73 -> flute, when that
-instrument is loaded), pitch bend (a frequency warp of that instrument's magnitude frames, +-
+CC123 all notes off, program change (by GM family, LIVE_PROGRAMS: strings/ensembles 40-51 -> violin or
+cello, pipes/reeds 64-79 -> flute, when that instrument is loaded; GM channel 10 is ignored unless
+``serve.channel_map`` maps it), pitch bend (a frequency warp of that instrument's magnitude frames, +-
 ``serve.pitch_bend_range`` semitones, default 2).
 
 Gate (``serve.gate``, default on; :class:`~rtperformer.voice.Voice`): a trained model is near-silent
@@ -38,12 +39,12 @@ import numpy as np
 from rtperformer.config import Config
 from rtperformer.errors import UserError
 from rtperformer.midi import decode as dec
-from rtperformer.midi.score import PROGRAM_INSTRUMENTS
+from rtperformer.midi.score import live_instrument
 from rtperformer.voice import Voice
 
-# Program change -> instrument live: the score programs (40, 42, 73) and their neighbours (41 viola,
-# 43 contrabass, 72 piccolo) played by the nearest model.
-LIVE_PROGRAMS = {**PROGRAM_INSTRUMENTS, 41: "violin", 43: "cello", 72: "flute"}
+# Program change -> instrument live, by GM family (midi.score.FAMILIES): strings 40-47 and ensembles
+# 48-51 to violin (42/43 cello/contrabass and 47 timpani to cello), pipes and reeds 64-79 to flute.
+LIVE_PROGRAMS = {p: live_instrument(p) for p in range(128) if live_instrument(p)}
 DRUM_CHANNEL = 9  # GM channel 10
 
 

@@ -20,6 +20,7 @@ one gain for the whole file: ``min(1, PEAK_CEILING / peak)`` with the ceiling at
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -32,7 +33,7 @@ import numpy as np
 
 from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
-from rtperformer.midi.score import DRUM_CHANNEL, INSTRUMENTS, PROGRAM_INSTRUMENTS, Score
+from rtperformer.midi.score import DRUM_CHANNEL, FAMILIES, INSTRUMENTS, Score, by_register, choose_instrument, fit_pitch
 from rtperformer.audio.wavfile import open_wav
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
@@ -49,45 +50,115 @@ _IO_BLOCK = 1 << 16
 
 @dataclass
 class Part:
-    """The notes of one instrument: the (track, channel) pairs feeding it."""
+    """The notes of one part (one track/channel of the score) and the instrument that plays it.
+
+    ``notes`` are already moved into the instrument's range (``transposed`` of them by octaves);
+    ``reason`` says why this instrument was chosen (printed by ``render``)."""
 
     instrument: str
     sources: list[tuple[int, int]]
     notes: list = field(default_factory=list)
     controls: list = field(default_factory=list)
+    label: str = ""
+    program: int = 0
+    transposed: int = 0
+    reason: str = ""
 
 
-def assign_parts(score: Score, instrument: str | None = None) -> tuple[list[Part], list[str]]:
-    """Group the score's notes by instrument -> (parts, descriptions of skipped tracks).
+def parse_map(values: list[str]) -> tuple[dict[int, str], dict[str, str]]:
+    """``--map KEY=INSTRUMENT`` values -> ({GM program: instrument}, {track key: instrument}).
 
-    ``instrument`` given: every pitched part (not the GM drum channel 10) goes to it. Otherwise each
-    (track, channel) goes by the GM program of its notes (40 violin, 42 cello, 73 flute); other programs
-    are skipped (and listed); none left is a UserError suggesting --instrument.
+    KEY: a GM program number 0-127 (as printed by ``render``), ``trackN`` / ``tN`` (track N), or a track
+    name (case-insensitive). INSTRUMENT: violin, cello, flute, or ``none`` (skip that part). Bad -> UserError."""
+    programs: dict[int, str] = {}
+    tracks: dict[str, str] = {}
+    for v in values:
+        key, sep, inst = v.rpartition("=")
+        inst = inst.strip().lower()
+        if not sep or not key.strip():
+            raise UserError(f"--map {v}: expected PROGRAM_OR_TRACK=INSTRUMENT, e.g. 48=cello or track3=flute")
+        if inst not in (*INSTRUMENTS, "none"):
+            raise UserError(f"--map {v}: unknown instrument '{inst}' (choose one of: {', '.join(INSTRUMENTS)}, none)")
+        key = key.strip()
+        if key.isdigit():
+            if not 0 <= int(key) <= 127:
+                raise UserError(f"--map {v}: GM program must be 0-127")
+            programs[int(key)] = inst
+        else:
+            low = key.lower()
+            for prefix in ("track", "t"):
+                if low.startswith(prefix) and low[len(prefix):].strip().isdigit():
+                    low = f"track{int(low[len(prefix):])}"
+                    break
+            tracks[low] = inst
+    return programs, tracks
+
+
+def assign_parts(score: Score, instrument: str | None = None, mapping: list[str] | None = None,
+                 ) -> tuple[list[Part], list[str]]:
+    """Arrange the score for our instruments, part by part -> (parts, descriptions of skipped parts).
+
+    Each (track, channel) with notes is one part, rendered by its own model instance. Its instrument, by
+    precedence: ``--map`` for its track (number or name), ``--map`` for its GM program, ``instrument``
+    (``--instrument``, every pitched part), else its GM family (midi.score.FAMILIES: strings 40-47 and
+    ensembles 48-51 -> violin or cello by the part's register, 40/41 violin, 42/43 cello, pipes and reeds
+    64-79 -> flute). When no part has a string or wind program (a file without program changes is all
+    piano), every pitched part goes to violin or cello by register. Other parts and GM channel 10 (drums,
+    unless mapped by track) are skipped and listed; none left is a UserError suggesting --instrument/--map.
+    Notes outside the chosen instrument's range are moved by whole octaves into it (counted in
+    ``Part.transposed``).
     """
     if instrument is not None and instrument not in INSTRUMENTS:
         raise UserError(f"unknown instrument '{instrument}' (choose one of: {', '.join(INSTRUMENTS)})")
-    groups: dict[str, list[tuple[int, int]]] = {}
+    by_program, by_track = parse_map(mapping or [])
+    keys = sorted(score.parts().items())
+    pitches: dict[tuple[int, int], list[int]] = {}
+    for n in score.notes:
+        pitches.setdefault((n.track, n.channel), []).append(n.pitch)
+    any_family = any(FAMILIES.get(p) for (_, ch), p in keys if ch != DRUM_CHANNEL)
+    chosen: list[tuple[tuple[int, int], str, str, str, int]] = []
     skipped: list[str] = []
-    for (track, channel), program in sorted(score.parts().items()):
-        label = score.track_names.get(track) or f"track {track}"
-        if channel == DRUM_CHANNEL:
-            skipped.append(f"{label} (channel 10, drums)")
+    for (track, channel), program in keys:
+        name_key = (score.track_names.get(track) or "").strip().lower()
+        label = f"track {track}" + (f" '{score.track_names[track]}'" if score.track_names.get(track) else "")
+        label += f" (ch {channel + 1}, program {program})"
+        mapped = by_track.get(f"track{track}") or (by_track.get(name_key) if name_key else None)
+        ps = pitches[(track, channel)]
+        if mapped is not None:
+            inst, reason = mapped, "--map track"
+        elif channel == DRUM_CHANNEL:
+            skipped.append(f"{label}: channel 10 is drums (map it with --map track{track}=INSTRUMENT)")
             continue
-        name = instrument or PROGRAM_INSTRUMENTS.get(program)
-        if name is None:
-            skipped.append(f"{label} (channel {channel + 1}, GM program {program})")
+        elif program in by_program:
+            inst, reason = by_program[program], f"--map {program}"
+        elif instrument is not None:
+            inst, reason = instrument, "--instrument"
+        elif FAMILIES.get(program):
+            cands = FAMILIES[program]
+            inst = choose_instrument(cands, ps)
+            reason = "GM program" if len(cands) == 1 else f"GM strings by register, median pitch {sorted(ps)[len(ps) // 2]}"
+        elif not any_family:
+            inst = by_register(ps)
+            reason = f"no string or wind program in the file: by register, median pitch {sorted(ps)[len(ps) // 2]}"
+        else:
+            skipped.append(f"{label}: not a string or wind program (use --map {program}=INSTRUMENT)")
             continue
-        groups.setdefault(name, []).append((track, channel))
-    if not groups:
+        if inst == "none":
+            skipped.append(f"{label}: {reason} none")
+            continue
+        chosen.append(((track, channel), inst, label, reason, program))
+    if not chosen:
         raise UserError(
-            f"no violin, cello or flute parts (GM programs 40, 42, 73) in {score.path or 'the score'}; "
-            "choose one with --instrument violin|cello|flute"
+            f"no part to play in {score.path or 'the score'} (no string or wind parts); "
+            "choose an instrument with --instrument violin|cello|flute or --map PROGRAM_OR_TRACK=INSTRUMENT"
         )
     parts = []
-    for name in INSTRUMENTS:
-        if name in groups:
-            notes, controls = select_parts(score, groups[name])
-            parts.append(Part(name, groups[name], notes, controls))
+    for key, inst, label, reason, program in chosen:
+        notes, controls = select_parts(score, [key])
+        fitted = [n if fit_pitch(n.pitch, inst) == n.pitch else dataclasses.replace(n, pitch=fit_pitch(n.pitch, inst))
+                  for n in notes]
+        moved = sum(a is not b for a, b in zip(notes, fitted))
+        parts.append(Part(inst, [key], fitted, controls, label, program, moved, reason))
     return parts, skipped
 
 

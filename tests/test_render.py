@@ -51,13 +51,15 @@ def test_assign_parts_by_program_and_by_flag():
     assert [(p.instrument, p.sources, len(p.notes)) for p in parts] == [("violin", [(1, 0)], 2), ("cello", [(2, 1)], 1)]
     assert len(skipped) == 2 and any("drums" in s for s in skipped) and any("program 0" in s for s in skipped)
     assert [c.number for c in parts[0].controls] == [11] and parts[1].controls == []
-    parts, skipped = assign_parts(_score(), "flute")
-    assert [(p.instrument, len(p.notes)) for p in parts] == [("flute", 4)]
+    parts, skipped = assign_parts(_score(), "flute")  # every pitched part, each its own flute
+    assert [(p.instrument, p.sources, len(p.notes)) for p in parts] == [
+        ("flute", [(1, 0)], 2), ("flute", [(2, 1)], 1), ("flute", [(4, 3)], 1)]
+    assert parts[1].notes[0].pitch == 60 and parts[1].transposed == 1  # cello's C3 up an octave for the flute
     with pytest.raises(UserError, match="unknown instrument"):
         assign_parts(_score(), "oboe")
-    piano = Score([Note(0, 1, 60, 90, program=0)], [], [], 1.0, "p.mid")
+    drums = Score([Note(0, 1, 38, 90, channel=9, program=0)], [], [], 1.0, "d.mid")
     with pytest.raises(UserError, match="--instrument"):
-        assign_parts(piano)
+        assign_parts(drums)
 
 
 def _inputs(cfg, score, T):

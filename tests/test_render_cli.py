@@ -84,7 +84,9 @@ def test_render_instrument_flag_and_per_instrument_model(capsys, tmp_path, trio,
     out = tmp_path / "o.wav"
     rc, stdout, err = run_cli(capsys, trio, "-o", out, "--instrument", "flute", "--model", f"flute={ckpt}")
     assert rc == 0, err
-    assert stdout.startswith("flute: 4 notes")
+    mapped = [ln for ln in stdout.splitlines() if " -> " in ln]
+    assert len(mapped) == 2 and all("-> flute (--instrument)" in ln for ln in mapped), stdout  # one per part
+    assert sum(int(ln.split("): ")[1].split()[0]) for ln in mapped) == 4
     assert sf.info(str(out)).frames > 0
 
 

@@ -1,8 +1,12 @@
 """``rtperformer render SCORE.mid -o OUT.wav``: render a MIDI file offline with PerformanceNet models.
 
-Instruments come from --instrument (every pitched part) or from each track's/channel's GM program
-(40 violin, 42 cello, 73 flute); each instrument is rendered by its own model and the parts are mixed
-(unit gain each, then one gain that keeps the peak at or below -1 dBFS). --model NAME|PATH renders every
+Each part (track/channel) is arranged for one instrument, like an arranger would (render.assign_parts):
+--map for its track or program, else --instrument, else its GM family (strings 40-47 and ensembles 48-51
+to violin or cello by the part's register, pipes and reeds 64-79 to flute; a file with no string or wind
+program maps every part by register); GM channel 10 is skipped unless mapped by track. Notes outside the
+instrument's range are moved by octaves into it. The mapping is printed, one line per part. Each part is
+rendered by its own model instance and the parts are mixed (unit gain each, then one gain that keeps the
+peak at or below -1 dBFS). --model NAME|PATH renders every
 part with that model; --model INSTRUMENT=NAME|PATH (repeatable) picks a model per instrument; otherwise
 each instrument uses its default model (models/<instrument>/). --config replaces the checkpoint's config
 (the model section must fit the weights; render settings come from it); --phase overrides render.phase.
@@ -27,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT.wav", help="WAV to write (float32, the model's sample rate)")
     parser.add_argument("--instrument", metavar="violin|cello|flute",
                         help="render every part as this instrument (default: from each track's GM program 40/42/73)")
+    parser.add_argument("--map", action="append", default=[], metavar="PROGRAM_OR_TRACK=INSTRUMENT",
+                        help="who plays what: a GM program (48=cello), a track number (track3=flute) or a track "
+                             "name ('Viola=cello') to violin|cello|flute|none (repeatable; overrides the GM families)")
     parser.add_argument("--model", action="append", default=[], metavar="[INSTRUMENT=]NAME|PATH",
                         help="model name in models/ or a checkpoint folder; INSTRUMENT=... for one instrument (repeatable)")
     parser.add_argument("--models-dir", metavar="DIR",
@@ -112,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     if score.duration > args.max_minutes * 60:
         raise UserError(f"{args.score} lasts {_length(score.duration)}, longer than --max-minutes {args.max_minutes:g}; "
                         "nothing written (pass a larger --max-minutes to render it)")
-    parts, skipped = assign_parts(score, args.instrument)
+    parts, skipped = assign_parts(score, args.instrument, args.map)
 
     from rtperformer.model.checkpoint import DEFAULT_MODELS
 
@@ -130,10 +137,11 @@ def run(args: argparse.Namespace) -> int:
         if args.phase:
             render_cfg = dataclasses.replace(render_cfg, phase=args.phase)
         models[part.instrument] = (model, cfg.replace(render=render_cfg))
-        print(f"{part.instrument}: {len(part.notes)} notes from {len(part.sources)} track/channel(s), model {spec} "
+        moved = f", {part.transposed} moved by octaves into range" if part.transposed else ""
+        print(f"{part.label} -> {part.instrument} ({part.reason}): {len(part.notes)} notes{moved}; model {spec} "
               f"({cfg.model.form}, {cfg.audio.sample_rate} Hz, phase {render_cfg.phase})")
     for s in skipped:
-        print(f"skipped {s}: not a violin, cello or flute program (use --instrument to render it)")
+        print(f"skipped {s}")
 
     summary = render_score(score, parts, models, out, args.png)
     mix = "+".join(summary.instruments)

@@ -22,6 +22,60 @@ PROGRAM_INSTRUMENTS = {p: name for name, p in GM_PROGRAMS.items()}
 INSTRUMENTS = tuple(GM_PROGRAMS)  # ("violin", "cello", "flute")
 DRUM_CHANNEL = 9
 
+# -- arranging: which of our instruments plays a part ---------------------------------------------------
+# Playable ranges (MIDI pitches, inclusive) and the centre of each instrument's usual register.
+RANGES = {"violin": (55, 100), "cello": (36, 81), "flute": (60, 96)}
+CENTRES = {"violin": 74, "cello": 55, "flute": 79}
+# GM families (0-based programs) -> the instruments that may play them. Two candidates: the part's
+# register decides (see choose_instrument). Strings 40-47 and ensembles 48-51 go to violin or cello
+# (40/41 violin/viola and 42/43 cello/contrabass are fixed); pipes and reeds 64-79 go to the flute.
+FAMILIES: dict[int, tuple[str, ...]] = {
+    **{p: ("violin", "cello") for p in range(44, 52)},
+    40: ("violin",), 41: ("violin",), 42: ("cello",), 43: ("cello",),
+    **{p: ("flute",) for p in range(64, 80)},
+}
+# Live (no register known when a program change arrives): the usual register of each program.
+LIVE_DEFAULTS = {47: "cello"}  # timpani sit low; every other two-way program plays violin
+
+
+def live_instrument(program: int) -> str | None:
+    """The instrument a live program change selects (None: not one of our families)."""
+    cands = FAMILIES.get(int(program))
+    if not cands:
+        return None
+    return LIVE_DEFAULTS.get(int(program), cands[0]) if len(cands) > 1 else cands[0]
+
+
+def in_range(pitches, instrument: str) -> int:
+    """How many of ``pitches`` lie in ``instrument``'s playable range."""
+    lo, hi = RANGES[instrument]
+    return sum(lo <= p <= hi for p in pitches)
+
+
+def choose_instrument(candidates: tuple[str, ...], pitches: list[int]) -> str:
+    """The candidate that can play most of ``pitches`` in range; ties go to the one whose usual register
+    (CENTRES) is nearest the part's median pitch."""
+    if len(candidates) == 1 or not pitches:
+        return candidates[0]
+    med = sorted(pitches)[len(pitches) // 2]
+    return max(candidates, key=lambda c: (in_range(pitches, c), -abs(med - CENTRES[c])))
+
+
+def by_register(pitches: list[int]) -> str:
+    """For a part with no string or wind program (e.g. a file without program changes): violin or cello
+    by register, as :func:`choose_instrument` decides between them."""
+    return choose_instrument(("violin", "cello"), pitches)
+
+
+def fit_pitch(pitch: int, instrument: str) -> int:
+    """``pitch`` moved by whole octaves into ``instrument``'s range (unchanged when already in it)."""
+    lo, hi = RANGES[instrument]
+    while pitch < lo:
+        pitch += 12
+    while pitch > hi:
+        pitch -= 12
+    return pitch
+
 
 @dataclass(frozen=True)
 class Note:
