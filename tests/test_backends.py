@@ -162,6 +162,17 @@ def test_select_backend_prefer(tiny):
 
 
 def test_every_backend_reports_availability():
+    """The CPU runtimes `make test` installs are available; the others say why not (CUDA ones: no CUDA);
+    an unknown name is unavailable with the known names listed."""
+    cuda = torch.cuda.is_available()
     for name in B.BACKENDS:
         ok = B.available(name)
-        assert ok.ok or ok.reason, f"{name} unavailable without a reason"
+        assert bool(ok) is ok.ok
+        if name in ("torch", "torchscript", "onnx"):
+            assert ok.ok, f"{name}: {ok.reason}"
+        elif not ok.ok:
+            assert ok.reason.strip(), f"{name} unavailable without a reason"
+        if name in ("torch-cuda", "cuda-graphs", "tensorrt") and not cuda:
+            assert not ok.ok and "CUDA" in ok.reason, (name, ok.reason)
+    nope = B.available("nope")
+    assert not nope.ok and "unknown backend 'nope'" in nope.reason and "torch" in nope.reason

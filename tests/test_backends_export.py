@@ -83,7 +83,9 @@ def _cli(*args, **kw):
 
 
 def _checkpoint():
-    return pytest.importorskip("rtperformer.model.checkpoint", reason="rtperformer.model.checkpoint not there yet")
+    from rtperformer.model import checkpoint
+
+    return checkpoint
 
 
 def test_export_cli_writes_engine_next_to_checkpoint(tmp_path):

@@ -163,7 +163,18 @@ def test_make_phase_factory():
         make_phase("nope", RT, rc)
 
 
-def test_warmup_runs():
-    from rtperformer.dsp import warmup
+def test_warmup_compiles_the_phase_kernels():
+    """In a fresh process the numba kernels have no compiled signature until warmup() runs them."""
+    import subprocess
+    import sys
 
-    assert warmup(RT) >= 0.0
+    code = (
+        "from rtperformer.config import AudioConfig\n"
+        "from rtperformer.dsp import rtisila, rtpghi, warmup\n"
+        "ks = [rtpghi._rtpghi_block, rtisila._gather, rtisila._project, rtisila._scatter]\n"
+        "before = [len(k.signatures) for k in ks]\n"
+        "t = warmup(AudioConfig())\n"
+        "print(before, [len(k.signatures) for k in ks], t > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["[0,", "0,", "0,", "0]", "[1,", "1,", "1,", "1]", "True"]

@@ -131,12 +131,17 @@ def test_onsets_of_a_tone_sequence(piece):
 
 def test_target_against_itself_is_perfect_and_gain_shows_in_level(piece, tmp_path):
     pid, x, y, audio = piece
-    flat = {"flat": lambda p: piece if p == pid else None}
+    # the flat baseline: the target's own render 6 dB down (half the amplitude), a different system
+    half = (pid, x, log_power(0.5 * audio, A), 0.5 * audio)
+    flat = {"flat": lambda p: half if p == pid else None}
     report, first = evaluate(FrameModel(y), CFG, [piece], flat, synth=same_audio(audio))
     m, t, b = report["summary"]["model"], report["summary"]["target"], report["summary"]["flat"]
-    for r in (m, b):
-        assert r["lsd_db"] == 0 and r["lsd_attack_db"] == 0 and r["lsd_sustain_db"] == 0 and r["sc"] == 0
-        assert r["level_db"] == 0 and r["sharpness_db"] == t["sharpness_db"]
+    assert m["lsd_db"] == 0 and m["lsd_attack_db"] == 0 and m["lsd_sustain_db"] == 0 and m["sc"] == 0
+    assert m["level_db"] == 0 and m["sharpness_db"] == t["sharpness_db"]
+    assert b["level_db"] == pytest.approx(-6.02, abs=0.01) and b["sc"] == pytest.approx(0.5, abs=1e-3)
+    assert 0 < b["lsd_sustain_db"] <= 6.03 and 0 < b["lsd_db"] <= 6.03
+    # this pure tone's median bin sits at the noise floor (fixed by the target's peak): only the peak moves
+    assert b["sharpness_db"] == pytest.approx(t["sharpness_db"] - 6.02, abs=0.05)
     assert m["lsd_audio_db"] == 0 and m["sc_audio"] == 0 and b["aligned"] is True
     assert m["pitch"]["within_50c"] == 1.0 and m["pitch"]["median_abs_cents"] < 5
     assert m["pitch"]["notes"] == 3 and m["pitch"]["notes_within_50c"] == 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-torch = pytest.importorskip("torch")
+import torch
 
 from rtperformer.config import load_config  # noqa: E402
 from rtperformer.dsp.griffin_lim import BlockGriffinLim  # noqa: E402

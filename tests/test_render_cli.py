@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-torch = pytest.importorskip("torch")
+import torch
 
 from rtperformer.cli import main  # noqa: E402
 from rtperformer.config import load_config  # noqa: E402

@@ -1,7 +1,6 @@
 """Trainer: losses, a few steps on a synthetic corpus, best checkpoint, resume, optimizer round trip.
 
-Uses the real model package (build_model / save_checkpoint / load_model) when it is importable, else a
-tiny stand-in with the same interface, so the trainer can be tested before the model lands.
+Uses the real model package (build_model / save_checkpoint / load_model) on configs/tiny-test.yaml.
 """
 
 from __future__ import annotations
@@ -38,37 +37,11 @@ def tiny_cfg(**train):
     return base.replace(train=dataclasses.replace(base.train, **t))
 
 
-# ---- a stand-in for rtperformer.model until/unless it is importable ----
-
-class _Tiny(torch.nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        c_in = 256 + (128 if cfg.model.velocity else 0) + (1 if cfg.model.expression else 0)
-        self.conv = torch.nn.Conv1d(c_in, 32, 3)
-        self.out = torch.nn.Conv1d(32, cfg.audio.n_bins, 1)
-
-    def forward(self, x):
-        h = torch.nn.functional.pad(x, (2, 0))
-        return self.out(torch.relu(self.conv(h)))
-
-
-def _fake_save(dirpath, model, cfg, meta):
-    import yaml
-    from safetensors.torch import save_file
-
-    d = Path(dirpath)
-    d.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(d / "model.safetensors"))
-    (d / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
-    (d / "meta.json").write_text(json.dumps(meta))
-
-
 def model_hooks():
-    try:
-        from rtperformer.model import build_model
-        from rtperformer.model.checkpoint import save_checkpoint
-    except ImportError:
-        return {"build": _Tiny, "save": _fake_save}
+    """The real model package: build_model and save_checkpoint."""
+    from rtperformer.model import build_model
+    from rtperformer.model.checkpoint import save_checkpoint
+
     return {"build": build_model, "save": save_checkpoint}
 
 

@@ -32,23 +32,8 @@ def _worker(work: Path) -> None:
     base = load_config("tiny-test")
     cfg = base.replace(name="ddp-tiny", train=dataclasses.replace(
         base.train, batch_size=2, clip_frames=32, steps=4, valid_every=2, valid_windows=4, num_threads=1))
-    try:
-        from rtperformer.model import build_model
-        from rtperformer.model.checkpoint import save_checkpoint
-    except ImportError:  # stand-in until the model package lands
-        class build_model(torch.nn.Module):  # noqa: N801
-            def __init__(self, cfg):
-                super().__init__()
-                self.conv = torch.nn.Conv1d(385, cfg.audio.n_bins, 3, padding=1)
-
-            def forward(self, x):
-                return self.conv(x)
-
-        def save_checkpoint(d, model, cfg, meta):
-            Path(d).mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(Path(d) / "model.safetensors"))
-            (Path(d) / "meta.json").write_text(json.dumps(meta))
-            (Path(d) / "config.yaml").write_text("{}")
+    from rtperformer.model import build_model
+    from rtperformer.model.checkpoint import save_checkpoint
 
     def save(d, model, cfg, meta):
         with open(work / "saves.log", "a") as f:
@@ -69,8 +54,8 @@ def _worker(work: Path) -> None:
     (work / f"done{rank}").write_text(json.dumps({"step": res.step, "valid": res.last_valid}))
 
 
-@pytest.mark.skipif(not TORCHRUN.exists(), reason="torchrun not installed in this environment")
 def test_torchrun_two_processes(tmp_path):
+    assert TORCHRUN.exists(), f"torchrun not next to {sys.executable} (it comes with torch)"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", __file__, "worker", str(tmp_path)]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
