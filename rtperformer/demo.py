@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["streaming", "window"], help="override render.mode")
     p.add_argument("--config", help="config for the render/serve settings")
     p.add_argument("--model", action="append", help="as in rtperformer serve (default: violin, cello, flute found on the model search path)")
+    p.add_argument("--audio-device", metavar="NAME_OR_INDEX",
+                   help="also play through this sound card ('default': JACK when a server runs, else ALSA's "
+                        "default); without it a paced stand-in pulls the audio and nothing is heard")
     p.add_argument("--models-dir", metavar="DIR", help="look for model names here first (as in rtperformer serve)")
     args = p.parse_args(argv)
     try:
@@ -187,20 +190,39 @@ def _run(args) -> int:
         t += 0.25 + cfg.render.release_seconds + 0.35
     rate = instruments[0].cfg.audio.sample_rate
     block = int(cfg.serve.block_size) or 256  # the paced stand-in device has no period of its own
+    channels = int(cfg.serve.channels)
+    device = None
+    if args.audio_device:  # a real output, as serve opens it (JACK when a server runs, else ALSA)
+        from rtperformer.audio.output import find_output_device, prepare_portaudio
+        from rtperformer.midi.sources import jack_server_running
+
+        prepare_portaudio("rtperformer-demo")
+        spec = None if args.audio_device == "default" else args.audio_device
+        device, dev_info, hostapi = find_output_device(spec, prefer_jack=jack_server_running())
+        rate = int(round(dev_info["default_samplerate"]))
+        channels = max(1, min(channels, int(dev_info["max_output_channels"])))
+        block = int(cfg.serve.block_size)
+        print(f"demo: playing through {dev_info['name']} ({hostapi})", flush=True)
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
     engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
     ring = AudioRing(RING_FRAMES, 1)
-    record_ring = AudioRing(rate * 4, int(cfg.serve.channels))
+    record_ring = AudioRing(rate * 4, channels)
     wav_path = out_dir / "demo.wav"
     low_rt = 1 if cfg.serve.realtime_priority > 0 else 0
-    recorder = WavRecorder(wav_path, rate, int(cfg.serve.channels), ring=record_ring, realtime_priority=low_rt)
+    recorder = WavRecorder(wav_path, rate, channels, ring=record_ring, realtime_priority=low_rt)
     events = MidiQueue(int(cfg.serve.event_queue))
-    output = PacedOutput(ring, rate, block, int(cfg.serve.channels), record_ring=record_ring,
-                         realtime_priority=int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0)
+    if device is None:
+        output = PacedOutput(ring, rate, block, channels, record_ring=record_ring,
+                             realtime_priority=int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0)
+    else:
+        from rtperformer.audio.output import AudioOutput
+
+        output = AudioOutput(ring, rate, block, channels, device=device, record_ring=record_ring)
+        output.open()
     replay = FileReplaySource(events, output.sample_clock, messages, start_delay=0.3, realtime_priority=low_rt)
     backends = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}" for k, v in engine.voices.items())
     session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
-                          backend_name=f"paced/{cfg.render.mode}/{backends}", quiet=not sys.stderr.isatty())
+                          backend_name=f"{'paced' if device is None else 'device'}/{cfg.render.mode}/{backends}", quiet=not sys.stderr.isatty())
     duration = messages[-1].time + 0.3
     print(f"demo: replaying {midi.name if midi.is_file() else 'phrase'} ({duration:.1f} s) in real time", flush=True)
     t0 = time.perf_counter()
