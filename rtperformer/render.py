@@ -14,14 +14,12 @@ Every stage streams, so memory is bounded whatever the length of the piece:
   (:class:`rtperformer.dsp.griffin_lim.BlockGriffinLim`, in crossfaded blocks);
 - audio: each instrument to a float WAV in a temp folder, then mixed block-wise.
 
-Mixing (:func:`mix_to_wav`): parts are summed at unit gain (the models' trained levels are kept), then
-one gain for the whole file: ``min(1, PEAK_CEILING / peak)`` with the ceiling at -1 dBFS, never boosting.
+Mixing and the PNG: :mod:`rtperformer.mixdown` (parts summed at unit gain, then one peak-safe gain).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import shutil
 import tempfile
@@ -38,11 +36,10 @@ from rtperformer.audio.wavfile import open_wav
 from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
 from rtperformer.dsp.griffin_lim import BlockGriffinLim
-from rtperformer.voice import OfflineAudio, render_stream
+from rtperformer.dsp.audio_stage import OfflineAudio
+from rtperformer.mixdown import PreviewCollector, mix_to_wav, write_png
+from rtperformer.voice import render_stream
 
-PEAK_CEILING = 10 ** (-1.0 / 20.0)  # -1 dBFS
-PNG_MAX_COLUMNS = 2000
-_IO_BLOCK = 1 << 16
 
 
 # -- which notes go to which instrument -----------------------------------------------------------------
@@ -248,48 +245,6 @@ def _window_frames(model, W, C, inputs, T, progress):
 # -- phase and audio ----------------------------------------------------------------------------------
 
 
-class StreamingPhase:
-    """Magnitude chunks -> audio of exactly ``n_samples`` samples (RTPGHI or RTISI-LA + streaming iSTFT)."""
-
-    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
-        from rtperformer.dsp import StreamingISTFT, make_phase
-
-        self.phase = make_phase(name, audio_cfg, render_cfg)
-        self.istft = StreamingISTFT(audio_cfg)
-        self.n_bins = audio_cfg.n_bins
-        self._skip_frames = int(self.phase.delay_frames)
-        self._skip_samples = int(self.istft.delay_samples)
-        self.remaining = n_samples
-
-    def _emit(self, audio: np.ndarray) -> np.ndarray:
-        if self._skip_samples:
-            k = min(self._skip_samples, audio.shape[0])
-            audio = audio[k:]
-            self._skip_samples -= k
-        audio = audio[: self.remaining]
-        self.remaining -= audio.shape[0]
-        return audio
-
-    def push(self, mag: np.ndarray) -> np.ndarray:
-        spec = self.phase.process(mag)
-        if self._skip_frames:
-            k = min(self._skip_frames, spec.shape[1])
-            spec = spec[:, k:]
-            self._skip_frames -= k
-        return self._emit(self.istft.push(spec)) if spec.shape[1] else np.zeros(0, np.float32)
-
-    def finish(self) -> np.ndarray:
-        outs = []
-        d = int(self.phase.delay_frames)
-        if d:
-            spec = self.phase.process(np.zeros((self.n_bins, d), np.float32))
-            outs.append(self._emit(self.istft.push(spec)))
-        outs.append(self._emit(self.istft.flush()))
-        outs.append(np.zeros(max(self.remaining, 0), np.float32))
-        self.remaining = 0
-        return np.concatenate(outs).astype(np.float32)
-
-
 def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
     """The audio stage for ``phase`` (rtpghi | rtisila | gla): ``push(features) -> audio``, ``finish()``."""
     if phase == "gla":
@@ -300,25 +255,6 @@ def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int
 
 
 # -- one part -----------------------------------------------------------------------------------------
-
-
-class PreviewCollector:
-    """Keeps every ``stride``-th frame of the input roll and output features for the PNG (bounded)."""
-
-    def __init__(self, n_frames: int, max_columns: int = PNG_MAX_COLUMNS):
-        self.stride = max(1, math.ceil(n_frames / max_columns))
-        self.rolls: list[np.ndarray] = []
-        self.feats: list[np.ndarray] = []
-        self._frame = 0
-
-    def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        n = x.shape[1]
-        first = (-self._frame) % self.stride
-        idx = np.arange(first, n, self.stride)
-        if idx.size:
-            self.rolls.append(x[:128, idx].astype(np.float16))
-            self.feats.append(y[:, idx].astype(np.float16))
-        self._frame += n
 
 
 @dataclass
@@ -337,7 +273,6 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
 
     The audio is resampled (soxr) to ``out_rate`` when it differs from the model's sample rate.
     """
-    import soundfile as sf
     from tqdm import tqdm
 
     from rtperformer.dsp.features import n_frames
@@ -385,74 +320,6 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
         finally:
             bar.close()
     return PartResult(part.instrument, wav_path, out_rate, written, peak, collector)
-
-
-# -- mixing and output --------------------------------------------------------------------------------
-
-
-def mix_to_wav(parts: list[PartResult], out_path: Path) -> tuple[float, float]:
-    """Sum the parts' WAVs block-wise and write ``out_path`` (float32) with one peak-safe gain.
-
-    Returns (gain, peak after gain). gain = min(1, PEAK_CEILING / peak of the sum).
-    """
-    import soundfile as sf
-
-    rate = parts[0].sample_rate
-    n = max(p.n_samples for p in parts)
-
-    def blocks():
-        files = [sf.SoundFile(str(p.path)) for p in parts]
-        try:
-            for s in range(0, n, _IO_BLOCK):
-                m = min(_IO_BLOCK, n - s)
-                acc = np.zeros(m, np.float32)
-                for f in files:
-                    b = f.read(m, dtype="float32")
-                    acc[: b.shape[0]] += b
-                yield acc
-        finally:
-            for f in files:
-                f.close()
-
-    peak = max((float(np.max(np.abs(b))) for b in blocks()), default=0.0) if len(parts) > 1 else parts[0].peak
-    gain = min(1.0, PEAK_CEILING / peak) if peak > 0 else 1.0
-    with open_wav(out_path, rate, 1, frames=n) as f:  # RF64 past 4 GiB
-        for b in blocks():
-            f.write(b * np.float32(gain))
-    return gain, peak * gain
-
-
-def write_png(results: list[PartResult], cfgs: dict[str, Any], png_path: Path) -> None:
-    """Input roll and output spectrogram (log1p-power features) of each part, one row each (Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in results if r.preview is not None and r.preview.rolls]
-    fig, axes = plt.subplots(2 * len(rows), 1, figsize=(12, 4.5 * len(rows)), squeeze=False)
-    for i, r in enumerate(rows):
-        ac = cfgs[r.instrument].audio
-        p = r.preview
-        roll = np.concatenate(p.rolls, axis=1).astype(np.float32)
-        feats = np.concatenate(p.feats, axis=1).astype(np.float32)
-        seconds = roll.shape[1] * p.stride / ac.frame_rate
-        pitches = np.flatnonzero(roll.any(axis=1))
-        lo, hi = (int(pitches.min()) - 2, int(pitches.max()) + 3) if pitches.size else (0, 128)
-        ax = axes[2 * i, 0]
-        ax.imshow(roll[max(lo, 0) : min(hi, 128)], aspect="auto", origin="lower", cmap="Greys", interpolation="nearest",
-                  extent=(0, seconds, max(lo, 0), min(hi, 128)))
-        ax.set_title(f"{r.instrument}: input roll")
-        ax.set_ylabel("MIDI pitch")
-        ax = axes[2 * i + 1, 0]
-        ax.imshow(feats, aspect="auto", origin="lower", cmap="magma", interpolation="nearest",
-                  extent=(0, seconds, 0, ac.sample_rate / 2000.0))
-        ax.set_title(f"{r.instrument}: output log1p(power_scale*|S|^2)")
-        ax.set_ylabel("kHz")
-        ax.set_xlabel("seconds")
-    fig.tight_layout()
-    fig.savefig(str(png_path), dpi=80, format="png")
-    plt.close(fig)
 
 
 @dataclass

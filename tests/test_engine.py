@@ -10,7 +10,7 @@ import torch
 
 from rtperformer.config import from_dict  # noqa: E402
 from rtperformer.engine import Engine, Instrument  # noqa: E402
-from rtperformer.voice import bend_table  # noqa: E402
+from rtperformer.dsp.audio_stage import bend_table  # noqa: E402
 from rtperformer.midi.events import seconds_to_sample, timeline  # noqa: E402
 from rtperformer.model.performancenet import build_model  # noqa: E402
 
@@ -71,7 +71,7 @@ def test_all_notes_off_and_all_sound_off():
 
 def test_program_change_routes_to_instrument_and_volume_scales():
     (mv, cv), (mc, cc) = tiny(0), tiny(1)
-    sr, hop = cv.audio.sample_rate, cv.audio.hop
+    sr = cv.audio.sample_rate
     insts = [Instrument("violin", mv, cv), Instrument("cello", mc, cc)]
     eng = Engine(insts, cv, schedule="exact")
     ev = [(0, bytes([0xC0, 42])), (int(0.05 * sr), bytes([0x90, 48, 100])), (int(0.3 * sr), bytes([0x80, 48, 0]))]

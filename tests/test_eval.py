@@ -10,21 +10,19 @@ import torch
 
 from rtperformer.config import from_dict
 from rtperformer.dsp import log_power
-from rtperformer.evaluate import (
+from rtperformer.evaluate import evaluate, plot_spectrograms, write_json_atomic
+from rtperformer.metrics import (
     Pool,
     cents_error,
     detect_onsets,
-    evaluate,
     floor_power,
     lsd_frames,
     note_regions,
     onset_errors,
     pitch_track,
-    plot_spectrograms,
     power_from_features,
     sharpness_frames,
     spectral_convergence,
-    write_json_atomic,
 )
 
 CFG = from_dict({"name": "evaltiny", "audio": {"sample_rate": 16000, "n_fft": 512, "hop": 128},

@@ -10,15 +10,14 @@ import torch
 
 from rtperformer.config import load_config  # noqa: E402
 from rtperformer.dsp.griffin_lim import BlockGriffinLim  # noqa: E402
+from rtperformer.mixdown import PEAK_CEILING, mix_to_wav  # noqa: E402
 from rtperformer.errors import UserError  # noqa: E402
 from rtperformer.midi.score import Control, Note, Score  # noqa: E402
+from rtperformer.dsp.audio_stage import OfflineAudio  # noqa: E402
 from rtperformer.render import (  # noqa: E402
-    PEAK_CEILING,
     InputStream,
-    OfflineAudio,
     PartResult,
     assign_parts,
-    mix_to_wav,
     model_frames,
     render_score,
 )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -231,7 +230,7 @@ def test_init_from_starts_at_the_given_weights_with_another_lookahead(tmp_path):
     from rtperformer.model.checkpoint import load_model, save_checkpoint
 
     cfg = tiny_cfg(steps=3, valid_every=3)
-    src = train(cfg, tmp_path / "src", data=synth_data(cfg), progress=False)
+    train(cfg, tmp_path / "src", data=synth_data(cfg), progress=False)
     target = effective_config(cfg, lookahead=cfg.model.lookahead_frames + 1, steps=1)
     seen = {}
 

@@ -13,7 +13,8 @@ from rtperformer.midi.score import Note
 from rtperformer.model.performancenet import build_model
 from rtperformer.render import InputStream, Part, model_frames, render_part
 from rtperformer.rolls import tracker_from_notes
-from rtperformer.voice import AudioStage, ModelStage, OfflineAudio, chain_delay_samples, make_backend
+from rtperformer.dsp.audio_stage import AudioStage, OfflineAudio
+from rtperformer.voice import ModelStage, chain_delay_samples, make_backend
 
 TINY = {"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2], "norm": "layer"},
         "render": {"release_seconds": 0.1}}

@@ -1,4 +1,5 @@
-"""Signal processing: STFT features and their inverse, phase reconstruction, streaming iSTFT, crossfades.
+"""Signal processing: STFT features and their inverse, phase reconstruction, streaming iSTFT, crossfades,
+and the audio stage that chains them (features -> audio, live and offline: audio_stage.py).
 
 Conventions shared by every module here (see features.py):
 - frames are centred: frame t is centred on sample t*hop (the signal is zero-padded by n_fft//2 at both
@@ -15,8 +16,11 @@ from rtperformer.dsp.phase import make_phase, warmup
 from rtperformer.dsp.rtpghi import RTPGHI
 from rtperformer.dsp.rtisila import RTISILA
 from rtperformer.dsp.crossfade import crossfade, equal_power_fade
+from rtperformer.dsp.audio_stage import AudioStage, OfflineAudio
 
 __all__ = [
+    "AudioStage",
+    "OfflineAudio",
     "stft",
     "istft",
     "log_power",

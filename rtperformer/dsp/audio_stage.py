@@ -1,0 +1,153 @@
+"""The audio stage of the voice chain: log1p-power frames -> audio samples, live and offline (numpy only).
+
+::
+
+    features (n_bins, n) -> magnitude (to_magnitude) -> [pitch-bend warp] -> streaming phase (RTPGHI or
+    RTISI-LA, delay d frames) -> streaming iSTFT (delay n_fft//2 - trim_hops*hop samples) -> (n*hop,)
+
+:class:`AudioStage` is the one phase/iSTFT pipeline of the project: the live voices
+(:class:`rtperformer.voice.Voice`), offline render and eval (:class:`OfflineAudio`, the same stage with
+its delays dropped) run it. Griffin-Lim, offline only, is :mod:`rtperformer.dsp.griffin_lim`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rtperformer.dsp.features import to_magnitude
+from rtperformer.dsp.istft_stream import StreamingISTFT
+from rtperformer.dsp.phase import make_phase
+from rtperformer.errors import UserError
+
+
+def bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights for a frequency warp by ``semitones``: out[k] = mag[k / r] (linear interp)."""
+    r = 2.0 ** (semitones / 12.0)
+    src = np.arange(n_bins, dtype=np.float64) / r
+    valid = src <= n_bins - 1
+    src = np.minimum(src, n_bins - 1)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_bins - 1)
+    w1 = (src - i0).astype(np.float32)
+    w0 = (1.0 - w1) * valid
+    w1 = w1 * valid
+    return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
+
+
+class AudioStage:
+    """log1p-power frames -> audio: ``push(features (n_bins, n)) -> float32 (n*hop,)``.
+
+    magnitude (:func:`rtperformer.dsp.to_magnitude`) -> pitch-bend warp (:meth:`set_bend`) -> streaming
+    phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> streaming iSTFT with
+    ``trim_hops`` low-delay trimming. ``delay_samples`` = phase delay * hop + iSTFT delay.
+
+    ``drop_delay`` False (live): output sample i is signal sample i - ``delay_samples``; :meth:`push`
+    returns a view of an internal buffer, valid until the next push. True (offline): the phase's warm-up
+    frames and the iSTFT's warm-up samples are dropped (output sample i is signal sample i) and
+    :meth:`flush` returns the samples still pending after the last frame.
+    """
+
+    def __init__(self, audio_cfg: Any, render_cfg: Any, phase: str | None = None, trim_hops: int = 0,
+                 drop_delay: bool = False):
+        name = phase or render_cfg.phase
+        self.phase = make_phase(name, audio_cfg, render_cfg)
+        if not getattr(self.phase, "streaming", False):
+            raise UserError(f"phase method '{name}' is offline only; use rtpghi or rtisila for a streaming chain")
+        try:
+            self.istft = StreamingISTFT(audio_cfg, trim_hops=trim_hops)
+        except ValueError as exc:
+            raise UserError(f"serve.istft_trim_hops: {exc}") from None
+        self.hop = audio_cfg.hop
+        self.n_bins = audio_cfg.n_bins
+        self.power_scale = np.float32(audio_cfg.power_scale)
+        self.delay_frames = int(self.phase.delay_frames)
+        self.delay_samples = self.delay_frames * self.hop + int(self.istft.delay_samples)
+        self.drop_delay = bool(drop_delay)
+        self._bend: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._n = -1
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (phase, iSTFT, the delays to drop)."""
+        self.phase.reset()
+        self.istft.reset()
+        self._skip_frames = self.delay_frames if self.drop_delay else 0
+        self._skip_samples = int(self.istft.delay_samples) if self.drop_delay else 0
+
+    def set_bend(self, semitones: float) -> None:
+        """Warp the magnitudes' frequency axis by ``semitones`` (0: off)."""
+        self._bend = None if abs(semitones) < 1e-4 else bend_table(self.n_bins, semitones)
+
+    def _buffers(self, n: int) -> None:
+        if n != self._n:
+            self._n = n
+            self._mag = np.empty((self.n_bins, n), np.float32)
+            self._warp = np.empty((self.n_bins, n), np.float32)
+            self._warp1 = np.empty((self.n_bins, n), np.float32)
+            self._spec = np.empty((self.n_bins, n), np.complex64)
+            self._audio = np.empty(n * self.hop, np.float32)
+
+    def spectrum(self, features: np.ndarray) -> np.ndarray:
+        """features (n_bins, n) -> complex64 (n_bins, n) phase-reconstructed spectrum (internal buffer)."""
+        n = features.shape[1]
+        self._buffers(n)
+        mag = to_magnitude(features, power_scale=self.power_scale, out=self._mag)
+        if self._bend is not None:
+            idx, w0, w1 = self._bend
+            a, b = self._warp, self._warp1
+            np.take(mag, idx[0], axis=0, out=a)
+            np.take(mag, idx[1], axis=0, out=b)
+            np.multiply(a, w0, out=a)
+            np.multiply(b, w1, out=b)
+            mag = np.add(a, b, out=a)
+        return self.phase.process(mag, out=self._spec)
+
+    def push(self, features: np.ndarray) -> np.ndarray:
+        """features (n_bins, n) log1p power -> float32 audio: n*hop samples live, fewer while dropping."""
+        spec = self.spectrum(features)
+        if self._skip_frames:
+            k = min(self._skip_frames, spec.shape[1])
+            spec = spec[:, k:]
+            self._skip_frames -= k
+        return self._drop(self.istft.push(spec, out=self._audio[: spec.shape[1] * self.hop]))
+
+    def _drop(self, audio: np.ndarray) -> np.ndarray:
+        if self._skip_samples:
+            k = min(self._skip_samples, audio.shape[0])
+            audio = audio[k:]
+            self._skip_samples -= k
+        return audio
+
+    def flush(self) -> np.ndarray:
+        """Offline end: the phase's pending frames (fed silence) and the iSTFT's pending samples, float32
+        (a new array); then the stage is reset."""
+        outs = []
+        if self.delay_frames:
+            outs.append(self.push(np.zeros((self.n_bins, self.delay_frames), np.float32)).copy())
+        outs.append(self._drop(self.istft.flush()))
+        self.reset()
+        return np.concatenate(outs).astype(np.float32)
+
+
+class OfflineAudio:
+    """Offline audio stage: log1p-power chunks -> audio of exactly ``n_samples`` samples, the
+    :class:`AudioStage` with its delays dropped (``name``: rtpghi | rtisila). ``push`` returns new arrays."""
+
+    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int, trim_hops: int = 0):
+        self.stage = AudioStage(audio_cfg, render_cfg, phase=name, trim_hops=trim_hops, drop_delay=True)
+        self.remaining = n_samples
+
+    def _emit(self, audio: np.ndarray) -> np.ndarray:
+        audio = audio[: max(self.remaining, 0)].copy()
+        self.remaining -= audio.shape[0]
+        return audio
+
+    def push(self, features: np.ndarray) -> np.ndarray:
+        return self._emit(self.stage.push(features))
+
+    def finish(self) -> np.ndarray:
+        out = np.concatenate([self._emit(self.stage.flush()), np.zeros(max(self.remaining, 0), np.float32)])
+        self.remaining = 0
+        return out
