@@ -13,9 +13,10 @@ Targets: the model's offline output frame t is aligned with input frame t for ev
 form's lookahead is inside ``model(x)``), so the loss compares ``model(x)`` (B, n_bins, T) with
 ``y`` (B, n_bins, T) directly.
 
-Data: windows ``(x (C_in, T), y (n_bins, T))`` from ``rtperformer.data.dataset.WindowDataset`` (train),
-and a fixed list of validation windows cut from ``piece_arrays`` (valid split), so every validation of
-every run sees the same frames. Each rank draws its own random windows (seed + 1000 * rank); gradients
+Data (:mod:`rtperformer.train_data`): windows ``(x (C_in, T), y (n_bins, T))`` from
+``rtperformer.data.dataset.WindowDataset`` (train), and a fixed list of validation windows cut from
+``piece_arrays`` (valid split), so every validation of every run sees the same frames. The resume state
+is :mod:`rtperformer.train_state`. Each rank draws its own random windows (seed + 1000 * rank); gradients
 are averaged by DDP, so all ranks hold the same parameters; only rank 0 writes files.
 
 Every validation reports loss-independent numbers (``mse``, ``l1`` on features, ``sc`` on magnitudes)
@@ -29,26 +30,22 @@ import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
 
 from rtperformer.config import Config
 from rtperformer.errors import UserError
 from rtperformer.losses import LOSSES, feature_metrics, make_loss
+from rtperformer.train_data import Window, as_tensor, batches, default_data
+from rtperformer.train_state import RESUME_DIR, STATE_FILE, read_resume, save_resume
 
-RESUME_DIR = "resume"
-STATE_FILE = "state.safetensors"
 LOG_FILE = "train_log.jsonl"
-
-Window = tuple[Any, Any]  # (x (C_in, T), y (n_bins, T)) as numpy arrays or tensors
 
 
 @dataclass
@@ -118,237 +115,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _as_tensor(a: Any) -> torch.Tensor:
-    t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
-    return t.float()
-
-
-def batches(dataset: Any, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless batches ``(x (B, C_in, T), y (B, n_bins, T))`` of windows from ``dataset``.
-
-    A map-style dataset (``__len__`` + ``__getitem__``) is sampled with replacement by a generator seeded
-    with ``seed``; anything else is iterated (and restarted when it ends).
-    """
-    gen = torch.Generator().manual_seed(seed)
-    mapstyle = hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__") and not isinstance(
-        dataset, torch.utils.data.IterableDataset
-    )
-    if mapstyle:
-        n = len(dataset)
-        if n == 0:
-            raise UserError("the training split has no windows (is the corpus built? `rtperformer data build`)")
-        while True:
-            idx = torch.randint(n, (batch_size,), generator=gen).tolist()
-            items = [dataset[i] for i in idx]
-            yield torch.stack([_as_tensor(x) for x, _ in items]), torch.stack([_as_tensor(y) for _, y in items])
-    while True:
-        xs, ys = [], []
-        got_any = False
-        for x, y in dataset:
-            got_any = True
-            xs.append(_as_tensor(x))
-            ys.append(_as_tensor(y))
-            if len(xs) == batch_size:
-                yield torch.stack(xs), torch.stack(ys)
-                xs, ys = [], []
-        if not got_any:
-            raise UserError("the training split has no windows (is the corpus built? `rtperformer data build`)")
-
-
-def cut_windows(pieces: Iterable[tuple[Any, Any]], clip_frames: int, max_windows: int) -> list[Window]:
-    """Non-overlapping ``clip_frames`` windows of each ``(x (C_in, T), y (n_bins, T))`` piece, in order;
-    when there are more than ``max_windows``, an evenly spread subset. A piece shorter than one window
-    gives one short window."""
-    windows: list[Window] = []
-    for x, y in pieces:
-        T = x.shape[-1]
-        if T < clip_frames:
-            windows.append((x, y))
-            continue
-        for s in range(0, T - clip_frames + 1, clip_frames):
-            windows.append((x[:, s : s + clip_frames], y[:, s : s + clip_frames]))
-    if max_windows > 0 and len(windows) > max_windows:
-        keep = np.linspace(0, len(windows) - 1, max_windows).round().astype(int)
-        windows = [windows[i] for i in keep]
-    return windows
-
-
-def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
-    """(train dataset, valid windows, data description) from the corpus named by ``cfg.data``."""
-    from rtperformer.data.dataset import WindowDataset, piece_arrays
-
-    corpus, inst = cfg.data.corpus_dir, cfg.data.instrument
-    if not Path(corpus, inst).is_dir():
-        raise UserError(f"no corpus at {Path(corpus, inst)}; build it with `rtperformer data build --instrument {inst}`")
-    train_ds = WindowDataset(corpus, inst, "train", cfg)
-    valid_pieces = []
-    valid_frames = 0
-    ids = []
-    for piece_id, x, y, _audio in piece_arrays(corpus, inst, "valid", cfg):
-        valid_pieces.append((x, y))
-        valid_frames += x.shape[-1]
-        ids.append(piece_id)
-    if not valid_pieces:
-        raise UserError(f"the valid split of {inst} is empty; check {cfg.data.split_file or 'configs/splits'}")
-    valid = cut_windows(valid_pieces, cfg.train.clip_frames, cfg.train.valid_windows)
-    desc: dict[str, Any] = {
-        "corpus_dir": corpus,
-        "instrument": inst,
-        "split_file": cfg.data.split_file,
-        "valid_pieces": ids,
-        "valid_minutes": round(valid_frames / cfg.audio.frame_rate / 60, 2),
-        "valid_windows": len(valid),
-    }
-    for attr in ("describe", "description"):
-        extra = getattr(train_ds, attr, None)
-        if callable(extra):
-            extra = extra()
-        if isinstance(extra, dict):
-            desc["train"] = extra
-            break
-    manifest = Path(corpus, inst, "manifest.json")
-    if manifest.is_file():
-        try:
-            m = json.loads(manifest.read_text())
-            desc["manifest"] = {k: m[k] for k in ("sample_rate", "soundfont", "seed") if k in m}
-        except (ValueError, OSError):
-            pass
-    return train_ds, valid, desc
-
-
-class SyntheticWindows:
-    """A learnable toy corpus for smoke tests and DDP checks (no audio, no FluidSynth).
-
-    Iterating yields endless ``(x (C_in, T), y (n_bins, T))`` float32 windows: a random monophonic melody
-    in the model's input layout (:func:`rtperformer.rolls.stack_inputs`: roll, onoff, velocity, expression
-    as the model config asks) and, as
-    target, ``log1p(power_scale * P)`` of a harmonic comb at each note's pitch that decays after the onset.
-    """
-
-    def __init__(self, cfg: Config, seed: int = 0, low: int = 55, high: int = 88):
-        self.cfg, self.seed, self.low, self.high = cfg, seed, low, high
-        self._rng = np.random.default_rng(seed)
-
-    def channels(self) -> int:
-        m = self.cfg.model
-        return 256 + (128 if m.velocity else 0) + (1 if m.expression else 0)
-
-    def window(self, rng: np.random.Generator, T: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        a, m = self.cfg.audio, self.cfg.model
-        T = T or self.cfg.train.clip_frames
-        roll = np.zeros((128, T), np.float32)
-        onoff = np.zeros((128, T), np.float32)
-        vel = np.zeros((128, T), np.float32)
-        y = np.zeros((a.n_bins, T), np.float32)
-        freqs = np.arange(a.n_bins) * a.sample_rate / a.n_fft
-        t = 0
-        while t < T:
-            dur = int(rng.integers(4, 24))
-            rest = int(rng.integers(0, 4))
-            p = int(rng.integers(self.low, self.high))
-            v = float(rng.uniform(0.4, 1.0))
-            e = min(T, t + dur)
-            roll[p, t:e] = 1
-            onoff[p, t] = 1
-            if e < T:
-                onoff[p, e] = -1
-            vel[p, t:e] = v
-            f0 = 440.0 * 2 ** ((p - 69) / 12)
-            comb = np.zeros(a.n_bins, np.float32)
-            for h in range(1, 8):
-                comb += (v / h) ** 2 * np.exp(-0.5 * ((freqs - h * f0) / (a.sample_rate / a.n_fft)) ** 2)
-            decay = np.exp(-np.arange(e - t) / 12.0).astype(np.float32)
-            y[:, t:e] = comb[:, None] * (0.3 + decay)[None, :] * 100.0
-            t = e + rest
-        parts = [roll, onoff]
-        if m.velocity:
-            parts.append(vel)
-        if m.expression:
-            parts.append(np.ones((1, T), np.float32))
-        x = np.concatenate(parts, 0)
-        return x, np.log1p(a.power_scale * y).astype(np.float32)
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        while True:
-            yield self.window(self._rng)
-
-    def valid(self, n: int) -> list[Window]:
-        """``n`` fixed windows (their own seed, independent of the training stream)."""
-        rng = np.random.default_rng(10_000 + self.seed)
-        return [self.window(rng) for _ in range(n)]
-
-
-# ----------------------------------------------------------------------------------------------------
-# optimizer state <-> safetensors
-
-
-def optimizer_tensors(opt: torch.optim.Optimizer, extra: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Flatten an optimizer state dict to (tensors, str metadata) for safetensors (no pickle)."""
-    sd = opt.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            t = val if isinstance(val, torch.Tensor) else torch.tensor(val)
-            tensors[f"state.{idx}.{key}"] = t.detach().cpu().contiguous()
-    meta = {"param_groups": json.dumps(sd["param_groups"]), "trainer": json.dumps(extra)}
-    return tensors, meta
-
-
-def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict[str, Any]:
-    """Inverse of :func:`optimizer_tensors`; loads into ``opt`` and returns the trainer counters."""
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, t in tensors.items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = t
-    opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    return json.loads(meta.get("trainer", "{}"))
-
-
-def _save_resume(out_dir: Path, model: torch.nn.Module, cfg: Config, meta: dict[str, Any],
-                 opt: torch.optim.Optimizer, extra: dict[str, Any]) -> None:
-    """Write ``out_dir/resume`` atomically (build it in a temp folder, then swap it in): ``state.safetensors``
-    (fp32 weights as ``model.<name>``, Adam state as ``state.<i>.<key>``; param groups and trainer counters
-    in its metadata), plus ``config.yaml`` and ``meta.json`` for people reading the folder."""
-    import yaml
-
-    final = out_dir / RESUME_DIR
-    tmp = out_dir / f".{RESUME_DIR}.tmp"
-    old = out_dir / f".{RESUME_DIR}.old"
-    for p in (tmp, old):
-        if p.exists():
-            shutil.rmtree(p)
-    tmp.mkdir(parents=True)
-    tensors, smeta = optimizer_tensors(opt, extra)
-    for name, t in model.state_dict().items():
-        tensors[f"model.{name}"] = t.detach().float().cpu().clone() if t.is_floating_point() else t.detach().cpu().clone()
-    save_file(tensors, str(tmp / STATE_FILE), metadata=smeta)
-    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def _read_resume(out_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict[str, Any]:
-    """Load weights and optimizer state from ``out_dir/resume``; returns the trainer counters."""
-    from safetensors import safe_open
-
-    path = out_dir / RESUME_DIR / STATE_FILE
-    with safe_open(str(path), "pt") as f:
-        smeta = f.metadata() or {}
-    tensors = load_file(str(path))
-    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    opt_tensors = {k: v for k, v in tensors.items() if k.startswith("state.")}
-    try:
-        model.load_state_dict(weights)
-        return load_optimizer_tensors(opt, opt_tensors, smeta)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"--resume: the state in {path.parent} does not fit this config ({first})") from None
-
-
 # ----------------------------------------------------------------------------------------------------
 # validation
 
@@ -367,8 +133,8 @@ def validate(model: torch.nn.Module, windows: Sequence[Window], loss_fn: Callabl
         T = mine[i][0].shape[-1]
         group = [w for w in mine[i : i + batch_size] if w[0].shape[-1] == T]
         i += len(group)
-        x = torch.stack([_as_tensor(w[0]) for w in group]).to(device)
-        y = torch.stack([_as_tensor(w[1]) for w in group]).to(device)
+        x = torch.stack([as_tensor(w[0]) for w in group]).to(device)
+        y = torch.stack([as_tensor(w[1]) for w in group]).to(device)
         pred = model(x)
         loss, _ = loss_fn(pred, y)
         m = feature_metrics(pred, y, power_scale)
@@ -509,7 +275,7 @@ def train(
 
     counters: dict[str, Any] = {"step": 0, "best_valid": math.inf, "best_step": 0, "wall_seconds": 0.0}
     if resume:
-        counters.update(_read_resume(out_dir, model, opt))
+        counters.update(read_resume(out_dir, model, opt))
         if counters["step"] >= tc.steps:
             raise UserError(f"--resume: the run in {out_dir} is already at step {counters['step']} >= "
                             f"{tc.steps}; pass a larger --steps")
@@ -583,7 +349,7 @@ def train(
             if rank == 0:
                 if improved:
                     save(out_dir, model, cfg, meta)
-                _save_resume(out_dir, model, cfg, meta, opt, counters)
+                save_resume(out_dir, model, cfg, meta, opt, counters)
                 with open(out_dir / LOG_FILE, "a") as f:
                     f.write(json.dumps({"step": step, "wall_seconds": round(wall, 1), "train_loss_ema": ema,
                                         "valid": last_valid, "best": improved}) + "\n")

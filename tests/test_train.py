@@ -14,16 +14,9 @@ import torch
 from rtperformer.config import load_config
 from rtperformer.errors import UserError
 from rtperformer.losses import features_to_magnitude, make_loss, spectral_convergence
-from rtperformer.train import (
-    SyntheticWindows,
-    batches,
-    cut_windows,
-    effective_config,
-    load_optimizer_tensors,
-    optimizer_tensors,
-    train,
-    validate,
-)
+from rtperformer.train import effective_config, train, validate
+from rtperformer.train_data import SyntheticWindows, batches, cut_windows
+from rtperformer.train_state import load_optimizer_tensors, optimizer_tensors
 
 torch.set_num_threads(1)
 
@@ -187,7 +180,7 @@ def test_minutes_budget_stops_early(tmp_path):
 
 
 def test_resume_restores_exact_weights_and_rejects_other_shapes(tmp_path):
-    from rtperformer.train import RESUME_DIR, STATE_FILE, _read_resume
+    from rtperformer.train_state import RESUME_DIR, STATE_FILE, read_resume
 
     hooks = model_hooks()
     cfg = tiny_cfg(steps=3, valid_every=3)
@@ -195,14 +188,14 @@ def test_resume_restores_exact_weights_and_rejects_other_shapes(tmp_path):
     torch.manual_seed(123)
     fresh = hooks["build"](cfg)
     opt = torch.optim.Adam(fresh.parameters())
-    counters = _read_resume(tmp_path / "m", fresh, opt)
+    counters = read_resume(tmp_path / "m", fresh, opt)
     assert counters["step"] == 3
     for (k, a), b in zip(res.model.state_dict().items(), fresh.state_dict().values()):
         assert torch.equal(a.float(), b.float()), k
     assert (tmp_path / "m" / RESUME_DIR / STATE_FILE).is_file()
     other = torch.nn.Linear(2, 2)
     with pytest.raises(UserError, match="does not fit"):
-        _read_resume(tmp_path / "m", other, torch.optim.Adam(other.parameters()))
+        read_resume(tmp_path / "m", other, torch.optim.Adam(other.parameters()))
 
 
 def test_l1_sc_gradient_bounded_for_wild_predictions():

@@ -42,7 +42,7 @@ def test_train_resume_then_eval(tmp_path, monkeypatch, capsys):
     # eval on a synthetic "corpus" of one piece (the metrics themselves are tested in test_eval.py)
     from rtperformer import evaluate
     from rtperformer.config import load_config
-    from rtperformer.train import SyntheticWindows
+    from rtperformer.train_data import SyntheticWindows
 
     cfg = load_config("tiny-test")
     x, y = SyntheticWindows(cfg, seed=5).window(np.random.default_rng(5), T=200)
