@@ -36,8 +36,12 @@ def installed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wheel")
     # Build from a copy (links kept as links, as git checks them out) so that no build/ or egg-info lands
     # in the checkout and no stale build/lib from an earlier build slips into the wheel.
-    skip = shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", "data", "out", "__pycache__",
-                                  ".pytest_cache", "resume", "*.onnx", "*.trt.ep")
+    anywhere = shutil.ignore_patterns("__pycache__", "*.egg-info", "resume", "*.onnx", "*.trt.ep")
+    top = {".git", ".venv", "build", "data", "out", ".pytest_cache"}  # checkout-level folders only
+
+    def skip(folder, names):
+        return set(anywhere(folder, names)) | (top & set(names) if Path(folder) == REPO else set())
+
     shutil.copytree(REPO, tmp / "src", symlinks=True, ignore=skip)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RTPERFORMER_MODELS", "VIRTUAL_ENV")}
     isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
@@ -65,6 +69,11 @@ def test_play_install_has_no_training_packages(installed):
              cwd=work, env=env)
     shipped, root = r.stdout.split()
     assert "site-packages" in shipped and root == "None"
+    # the whole package is there (training modules too, for an install with [train])
+    files = _run([py, "-c", "import rtperformer, pathlib; p = pathlib.Path(rtperformer.__file__).parent; "
+                  "print(sorted(str(f.relative_to(p)) for f in p.rglob('*.py')))"], cwd=work, env=env).stdout
+    for module in ("data/corpus.py", "train.py", "midi/score.py", "commands/train.py"):
+        assert module in files, module
 
 
 def test_render_with_shipped_violin_outside_checkout(installed):
