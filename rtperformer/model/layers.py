@@ -2,9 +2,10 @@
 
 Every block takes ``(x, stream)``: ``stream`` is ``None`` for a whole clip, or a :class:`Stream` for one
 :meth:`PerformanceNet.step` call. Only :class:`Conv` touches the stream: it owns the causal choice and, when
-streaming, swaps its zero left padding for the last input frames of the previous chunk. Every block
-declares ``delay`` (output frame t is input frame t - delay); all blocks here have delay 0, so parallel
-branches (skips, the on/off encoder) are aligned without extra buffers.
+streaming, swaps its zero left padding for the last input frames of the previous chunk. No block delays
+its output (output frame t is computed at input frame t), so parallel branches (skips, the on/off
+encoder) are aligned without extra buffers; the net's one delay is its declared lookahead
+(``PerformanceNet.lookahead_frames``: read by the backends, summed by the voice chain, rtperformer/voice.py).
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ class Conv(nn.Conv1d):
     ``causal=False``: centred zero padding (paper form; cannot stream).
     """
 
-    delay = 0
-
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int = 1, groups: int = 1, causal: bool = True):
         super().__init__(cin, cout, kernel, dilation=dilation, groups=groups)
         self.causal = causal
@@ -96,8 +95,6 @@ class Norm(nn.Module):
     ``none``: identity.
     """
 
-    delay = 0
-
     def __init__(self, kind: str, channels: int, groups: int = 1, eps: float = 1e-5):
         super().__init__()
         self.kind, self.groups, self.eps = kind, groups, eps
@@ -135,8 +132,6 @@ class Norm(nn.Module):
 class ConvNormAct(nn.Module):
     """Conv -> Norm -> LeakyReLU. (B, C_in, T) -> (B, C_out, T)."""
 
-    delay = 0
-
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int, norm: str, slope: float, causal: bool):
         super().__init__()
         self.conv = Conv(cin, cout, kernel, dilation, causal=causal)
@@ -150,8 +145,6 @@ class ConvNormAct(nn.Module):
 class EncoderLevel(nn.Module):
     """Two ConvNormAct at one dilation. (B, C_in, T) -> (B, C_out, T)."""
 
-    delay = 0
-
     def __init__(self, cin: int, cout: int, kernel: int, dilation: int, norm: str, slope: float, causal: bool):
         super().__init__()
         self.conv1 = ConvNormAct(cin, cout, kernel, dilation, norm, slope, causal)
@@ -163,8 +156,6 @@ class EncoderLevel(nn.Module):
 
 class Upsample(nn.Module):
     """Paper up-conv: ConvTranspose1d stride 2 -> Norm -> LeakyReLU. (B, C_in, T) -> (B, C_out, 2T) exactly."""
-
-    delay = 0
 
     def __init__(self, cin: int, cout: int, kernel: int, norm: str, slope: float):
         super().__init__()
@@ -184,8 +175,6 @@ class DecoderStep(nn.Module):
     Paper: T_deep = T/2 and ``up`` is a stride-2 transposed conv. Streaming: T_deep = T and ``up`` is a
     causal conv at the deeper level's dilation (2 * ``dilation``).
     """
-
-    delay = 0
 
     def __init__(self, cin: int, cout: int, cskip: int, ccond: int, up_kernel: int, kernel: int, dilation: int,
                  norm: str, slope: float, causal: bool):
@@ -212,8 +201,6 @@ class MultiBandResBlock(nn.Module):
     the same weights and arithmetic as separate convs, one call instead of ``bands``); the norm is per band
     (InstanceNorm is per channel anyway; the per-frame layer norm uses one group per band).
     """
-
-    delay = 0
 
     def __init__(self, channels: int, bands: int, kernel: int, norm: str, slope: float, causal: bool):
         super().__init__()

@@ -93,7 +93,6 @@ class PerformanceNet(nn.Module):
         m = cfg.model
         self.streaming = m.form == "streaming"
         self.lookahead_frames = m.lookahead_frames if self.streaming else 0
-        self.delay = self.lookahead_frames  # declared output delay of step() in frames
         self.n_pitches = m.n_pitches
         self.in_channels = m.n_pitches + contour_channels(m)  # onoff + contour inputs
         self.n_bins = cfg.audio.n_bins
