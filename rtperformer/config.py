@@ -67,6 +67,9 @@ class ModelConfig:
     ``decoder_channels``: widths of the decoder steps, deepest first; the last one is TextureNet's width
     (paper: 2048, 1024, 1024, 1024). Empty = the encoder widths mirrored.
     ``upsample_kernels``: kernel of each decoder step's up-conv, deepest first (paper: 6, 4, 3, 2). Empty = 2.
+    ``onset_decay_frames`` / ``release_decay_frames``: note-position inputs (issue 12), one 128-pitch channel
+    per time constant: ``exp(-frames since the note's onset / tau)`` while held, ``exp(-frames since the
+    release / tau)`` while off (rtperformer.rolls). Empty (default) = none, the inputs of older models.
     """
 
     form: str = "streaming"
@@ -82,6 +85,8 @@ class ModelConfig:
     expression: bool = False
     decoder_channels: tuple[int, ...] = ()
     upsample_kernels: tuple[int, ...] = ()
+    onset_decay_frames: tuple[float, ...] = ()
+    release_decay_frames: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -141,6 +146,7 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0  # 0 = torch default
     sc_weight: float = 1.0  # l1_sc: weight of spectral convergence next to L1
+    flux_weight: float = 1.0  # l1_flux: weight of the L1 on frame-to-frame change next to L1
     grad_clip: float = 0.0  # max global gradient norm; 0 = off (the paper has none)
     valid_windows: int = 64  # fixed clip_frames windows cut from the valid split, spread over its pieces
 
@@ -250,6 +256,8 @@ RULES: dict[str, Any] = {
     "model.n_pitches": _at_least(1),
     "model.kernel_size": _at_least(1),
     "model.lookahead_frames": _at_least(0),
+    "model.onset_decay_frames": lambda v: None if all(t > 0 for t in v) else f"must be > 0 frames, got {list(v)}",
+    "model.release_decay_frames": lambda v: None if all(t > 0 for t in v) else f"must be > 0 frames, got {list(v)}",
     "render.mode": _one_of("streaming", "window"),
     "render.phase": _one_of("rtpghi", "rtisila", "gla"),
     "render.chunk_frames": _at_least(1),

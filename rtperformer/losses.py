@@ -9,6 +9,10 @@ as the model outputs them, and return a scalar tensor plus a dict of float parts
 - ``l1_sc``: ``l1`` plus spectral convergence on magnitudes, ``|| |S| - |S^| ||_F / || |S| ||_F`` per
   batch (the usual term of multi-resolution STFT losses; it weights the loud harmonics that MSE on log
   features under-weights). Weighted by ``sc_weight``.
+- ``l1_flux``: ``l1`` plus an L1 on the frame-to-frame change of the features (spectral flux, signed, per
+  bin: ``mean |diff_t(pred) - diff_t(target)|``), weighted by ``flux_weight``. Plain L1 lets a slow rise
+  cost little (it is a few frames of a long note); the flux term charges the attack's missing jump in full
+  (issue 12: the models' attack is slower than their target's).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Callable
 
 import torch
 
-LOSSES = ("mse", "l1", "l1_sc")
+LOSSES = ("mse", "l1", "l1_sc", "l1_flux")
 SC_HEADROOM = 2.0  # l1_sc: predictions above max(target) + this (in log1p-power units) are clamped for SC
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
@@ -41,7 +45,14 @@ def spectral_convergence(pred_mag: torch.Tensor, target_mag: torch.Tensor, eps: 
     return (target_mag - pred_mag).norm() / (target_mag.norm() + eps)
 
 
-def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0) -> LossFn:
+def spectral_flux_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean |diff_t(pred) - diff_t(target)|`` over (B, n_bins, T-1); 0 for T < 2."""
+    if pred.shape[-1] < 2:
+        return pred.new_zeros(())
+    return torch.mean(torch.abs(torch.diff(pred, dim=-1) - torch.diff(target, dim=-1)))
+
+
+def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0, flux_weight: float = 1.0) -> LossFn:
     """The loss function called ``name`` (one of :data:`LOSSES`); unknown names raise ValueError."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
@@ -55,6 +66,9 @@ def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0) -> Lo
         l1 = torch.mean(torch.abs(pred - target))
         if name == "l1":
             return l1, {"l1": float(l1.detach())}
+        if name == "l1_flux":
+            flux = spectral_flux_l1(pred, target)
+            return l1 + flux_weight * flux, {"l1": float(l1.detach()), "flux": float(flux.detach())}
         # Magnitudes in float32 even under autocast: expm1 of fp16 features overflows. Predictions far
         # above anything in the batch's target (an untrained net) are clamped for this term, so its
         # gradient cannot explode through expm1; L1 still pulls them down.

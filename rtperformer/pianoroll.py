@@ -87,8 +87,7 @@ class LivePianoroll:
         self._painter.paint(tracker, a, b, self._rolls)
         tracker.forget_before(b)
         self.frame = b
-        r = self._rolls
-        view = Rolls(r.roll[:, :n], r.onoff[:, :n], r.velocity[:, :n], r.expression[:, :n])
+        view = self._rolls.head(n)
         out = self._out[:, :n]
         stack_inputs(view, self.model_cfg, out=out)
         return out

@@ -184,7 +184,7 @@ class InputStream:
             self._painter.paint(self.tracker, a, b, self._rolls)
             m = b - a
             r = self._rolls
-            stack_inputs(Rolls(r.roll[:, :m], r.onoff[:, :m], r.velocity[:, :m], r.expression[:, :m]), self.model_cfg, out=x[:, :m])
+            stack_inputs(r.head(m), self.model_cfg, out=x[:, :m])
         self.frame += n
         return x
 

@@ -170,7 +170,7 @@ def _default_save(dirpath: Path, model: torch.nn.Module, cfg: Config, meta: dict
 
 def effective_config(cfg: Config, steps: int | None = None, loss: str | None = None, seed: int | None = None,
                      valid_every: int | None = None, batch_size: int | None = None, lookahead: int | None = None,
-                     threads: int | None = None) -> Config:
+                     threads: int | None = None, learning_rate: float | None = None) -> Config:
     """``cfg`` with command-line overrides applied (what meta.json records): the train section, and
     ``lookahead`` -> model.lookahead_frames (streaming form; it adds no parameters)."""
     if lookahead is not None:
@@ -182,8 +182,10 @@ def effective_config(cfg: Config, steps: int | None = None, loss: str | None = N
         raise UserError(f"--threads must be >= 0 (0: torch's default), got {threads}")
     if steps is not None and steps < 1:
         raise UserError(f"--steps must be >= 1, got {steps}")
+    if learning_rate is not None and not learning_rate > 0:
+        raise UserError(f"--lr must be > 0, got {learning_rate}")
     given = {"num_threads": threads, "valid_every": valid_every, "batch_size": batch_size, "steps": steps,
-             "loss": loss, "seed": seed}
+             "loss": loss, "seed": seed, "learning_rate": learning_rate}
     changes: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     out = cfg.replace(train=dataclasses.replace(cfg.train, **changes)) if changes else cfg
     if out.train.loss not in LOSSES:
@@ -265,12 +267,12 @@ def train(
     train_ds, valid, desc = data if data is not None else default_data(cfg)
     model = build(cfg)
     if init_from is not None and not resume:
-        from rtperformer.model.checkpoint import load_model
+        from rtperformer.model.checkpoint import load_model, transplant
 
-        model.load_state_dict(load_model(init_from, cfg_override=cfg)[0].state_dict())
+        transplant(load_model(init_from)[0].state_dict(), model, f"--init-from {init_from}")
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
-    loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight)
+    loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight, tc.flux_weight)
     n_params = sum(p.numel() for p in model.parameters())
 
     counters: dict[str, Any] = {"step": 0, "best_valid": math.inf, "best_step": 0, "wall_seconds": 0.0}

@@ -130,8 +130,9 @@ class SyntheticWindows:
         self._rng = np.random.default_rng(seed)
 
     def channels(self) -> int:
-        m = self.cfg.model
-        return 256 + (128 if m.velocity else 0) + (1 if m.expression else 0)
+        from rtperformer.rolls import input_channels
+
+        return input_channels(self.cfg.model)
 
     def window(self, rng: np.random.Generator, T: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         a, m = self.cfg.audio, self.cfg.model
@@ -165,6 +166,9 @@ class SyntheticWindows:
             parts.append(vel)
         if m.expression:
             parts.append(np.ones((1, T), np.float32))
+        from rtperformer.rolls import position_channels, positions_of
+
+        parts.extend(position_channels(positions_of(roll, onoff), m))
         x = np.concatenate(parts, 0)
         return x, np.log1p(a.power_scale * y).astype(np.float32)
 

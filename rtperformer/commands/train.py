@@ -1,7 +1,7 @@
 """``rtperformer train``: train a model from a config (single process, or under torchrun for DDP).
 
     rtperformer train --config configs/X.yaml [--out models/NAME] [--resume] [--steps N] [--minutes M]
-                      [--loss mse|l1|l1_sc] [--lookahead N] [--init-from MODEL] [--threads N]
+                      [--loss mse|l1|l1_sc|l1_flux] [--lr LR] [--lookahead N] [--init-from MODEL] [--threads N]
     torchrun --standalone --nproc_per_node 2 -m rtperformer train --config ...
 """
 
@@ -22,10 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/resume (weights + optimizer)")
     p.add_argument("--steps", type=int, default=None, help="total steps (overrides train.steps)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops, validates and saves")
-    p.add_argument("--loss", choices=("mse", "l1", "l1_sc"), default=None, help="overrides train.loss")
+    p.add_argument("--loss", choices=("mse", "l1", "l1_sc", "l1_flux"), default=None, help="overrides train.loss")
+    p.add_argument("--lr", type=float, default=None, help="overrides train.learning_rate (e.g. lower to fine-tune)")
     p.add_argument("--lookahead", type=int, default=None, help="overrides model.lookahead_frames (streaming form)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
-                   help="start from this model's weights (fresh optimizer and schedule; same topology)")
+                   help="start from this model's weights (fresh optimizer and schedule; same topology, or the "
+                        "same plus note-position inputs, whose new weights start at zero)")
     p.add_argument("--threads", type=int, default=None, help="overrides train.num_threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=None, help="overrides train.seed")
     p.add_argument("--valid-every", type=int, default=None, help="overrides train.valid_every")
@@ -45,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")
     cfg = effective_config(load_config(args.config), steps=args.steps, loss=args.loss, seed=args.seed,
                            valid_every=args.valid_every, batch_size=args.batch_size, lookahead=args.lookahead,
-                           threads=args.threads)
+                           threads=args.threads, learning_rate=args.lr)
     out = Path(args.out) if args.out else paths.writable_models_dir() / cfg.name
     data = None
     if args.synthetic:

@@ -7,6 +7,8 @@ workers) and memory-maps them afterwards:
 - ``<kind>.feat-<key>.npy``  float16 (n_bins, T): log1p(power_scale*|S|^2) of the audio
   (resampled to cfg.audio.sample_rate when the corpus rate differs), ``rtperformer.dsp.features.log_power``.
 - ``<kind>.in-<key>.npy``    uint8 (385, T): roll, onoff+1, velocity*127 (128 rows each), CC11 (1 row).
+- ``<kind>.pos-<key>.npy``   uint8 (256, T): note-position counters (rtperformer.rolls.positions_of), written
+  only for models with note-position inputs (``model.onset_decay_frames`` / ``release_decay_frames``).
 
 ``WindowDataset(corpus_dir, instrument, split, cfg)`` is map-style: item i is the window starting at
 the i-th valid frame position over all (piece, kind) pairs of the split, so uniform sampling of indices
@@ -31,6 +33,7 @@ from rtperformer.atomic import atomic_write
 from rtperformer.data.rolls_io import load_rolls
 from rtperformer.data.splits import read_splits, split_of, split_path
 from rtperformer.errors import UserError
+from rtperformer.rolls import position_channels, position_taus, positions_of
 
 try:
     import torch.utils.data as _tud
@@ -103,14 +106,32 @@ def _encode_inputs(rolls) -> np.ndarray:
     return out
 
 
-def decode_inputs(enc: np.ndarray, model_cfg) -> np.ndarray:
-    """uint8 (385, T) cache -> x (C_in, T) float32 in the stack_inputs layout for ``model_cfg``."""
+def decode_inputs(enc: np.ndarray, model_cfg, pos: np.ndarray | None = None) -> np.ndarray:
+    """uint8 (385, T) cache (+ uint8 (256, T) position counters, needed when ``model_cfg`` has note-position
+    inputs) -> x (C_in, T) float32 in the stack_inputs layout for ``model_cfg``."""
     parts = [enc[0:128].astype(np.float32), enc[128:256].astype(np.float32) - 1.0]
     if model_cfg.velocity:
         parts.append(enc[256:384].astype(np.float32) * np.float32(1.0 / 127.0))
     if model_cfg.expression:
         parts.append(enc[384:385].astype(np.float32) * np.float32(1.0 / 127.0))
+    if any(position_taus(model_cfg)):
+        if pos is None:
+            raise ValueError("decode_inputs: this model has note-position inputs; pass the position counters")
+        parts.extend(position_channels(np.asarray(pos), model_cfg))
     return np.concatenate(parts, axis=0)
+
+
+def needs_positions(cfg) -> bool:
+    return any(position_taus(cfg.model))
+
+
+def position_cache(piece_dir: Path, kind: str, cfg, corpus_rate: int, enc: np.ndarray) -> np.ndarray:
+    """uint8 (256, T) note-position counters of a piece's cached inputs (built on first use, memmapped)."""
+    path = piece_dir / f"{kind}.pos-{_key(cfg, corpus_rate)}.npy"
+    if not path.is_file():
+        e = np.asarray(enc)
+        _save_npy(path, positions_of(e[0:128], e[128:256].astype(np.float32) - 1.0))
+    return np.load(path, mmap_mode="r")
 
 
 def piece_cache(piece_dir: Path, kind: str, cfg, corpus_rate: int, need_audio: bool = False):
@@ -160,12 +181,14 @@ class WindowDataset(_Base):
                 for kind in kinds if kind in p.get("kinds", [])]
 
         def prepare(item):
-            enc, feats, _ = piece_cache(Path(corpus_dir) / instrument / item[0], item[1], cfg, rate)
-            return (item[0], item[1], enc, feats)
+            pdir = Path(corpus_dir) / instrument / item[0]
+            enc, feats, _ = piece_cache(pdir, item[1], cfg, rate)
+            pos = position_cache(pdir, item[1], cfg, rate, enc) if needs_positions(cfg) else None
+            return (item[0], item[1], enc, feats, pos)
 
         # first use builds the caches: FFTs and FLAC decoding release the GIL, so threads help
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
-            self.entries = list(ex.map(prepare, todo))  # (piece_id, kind, enc, feats), in split order
+            self.entries = list(ex.map(prepare, todo))  # (piece_id, kind, enc, feats, pos), in split order
         counts = [max(1, e[3].shape[1] - self.clip + 1) for e in self.entries]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.frames = int(sum(e[3].shape[1] for e in self.entries))
@@ -178,9 +201,10 @@ class WindowDataset(_Base):
         if not 0 <= i < len(self):
             raise IndexError(i)
         j = int(np.searchsorted(self._starts, i, side="right") - 1)
-        _, _, enc, feats = self.entries[j]
+        _, _, enc, feats, pos = self.entries[j]
         s = i - int(self._starts[j])
-        x = decode_inputs(np.asarray(enc[:, s:s + self.clip]), self.cfg.model)
+        x = decode_inputs(np.asarray(enc[:, s:s + self.clip]), self.cfg.model,
+                          None if pos is None else np.asarray(pos[:, s:s + self.clip]))
         y = np.asarray(feats[:, s:s + self.clip], dtype=np.float32)
         n = y.shape[1]
         if n < self.clip:
@@ -190,7 +214,7 @@ class WindowDataset(_Base):
 
     def describe(self) -> dict:
         kinds: dict[str, float] = {}
-        for _, k, _, f in self.entries:
+        for _, k, _, f, _ in self.entries:
             kinds[k] = kinds.get(k, 0.0) + f.shape[1] / self.cfg.audio.frame_rate / 60.0
         return {"split": self.split, "pieces": len({e[0] for e in self.entries}), "windows": len(self),
                 "minutes": {k: round(v, 2) for k, v in kinds.items()}, "clip_frames": self.clip}
@@ -210,4 +234,5 @@ def piece_arrays(corpus_dir, instrument: str, split: str, cfg, kind: str = "expr
             continue
         pdir = Path(corpus_dir) / instrument / p["id"]
         enc, feats, audio = piece_cache(pdir, kind, cfg, rate, need_audio=True)
-        yield p["id"], decode_inputs(np.asarray(enc), cfg.model), np.asarray(feats, dtype=np.float32), audio
+        pos = position_cache(pdir, kind, cfg, rate, enc) if needs_positions(cfg) else None
+        yield p["id"], decode_inputs(np.asarray(enc), cfg.model, pos), np.asarray(feats, dtype=np.float32), audio

@@ -46,6 +46,31 @@ def save_checkpoint(dirpath: str | Path, model: PerformanceNet, cfg: Config, met
     return d
 
 
+def transplant(weights: Mapping[str, torch.Tensor], model: torch.nn.Module, label: str = "source") -> None:
+    """Load ``weights`` into ``model`` (in place). A tensor narrower than the model's only in dim 1 (input
+    channels appended after the old ones: the note-position inputs of the first contour conv) fills the
+    leading columns and the new columns start at zero, so the model computes exactly what the source did
+    until training moves them. Anything else that differs is a UserError."""
+    target = model.state_dict()
+    new = {}
+    for k, want in target.items():
+        got = weights.get(k)
+        if got is not None and tuple(got.shape) == tuple(want.shape):
+            new[k] = got.to(want.dtype)
+        elif (got is not None and got.dim() == want.dim() >= 2 and got.shape[1] < want.shape[1]
+              and tuple(got.shape[:1]) + tuple(got.shape[2:]) == tuple(want.shape[:1]) + tuple(want.shape[2:])):
+            w = torch.zeros_like(want)
+            w[:, : got.shape[1]] = got.to(want.dtype)
+            new[k] = w
+        else:
+            have = tuple(got.shape) if got is not None else "missing"
+            raise UserError(f"{label} does not fit this config: {k} is {have}, the model needs {tuple(want.shape)}")
+    extra = [k for k in weights if k not in target]
+    if extra:
+        raise UserError(f"{label} does not fit this config: unexpected tensor {extra[0]}")
+    model.load_state_dict(new)
+
+
 def resolve_model_dir(name_or_path: str | Path, models_dir: str | Path | None = None) -> Path:
     """A bare name -> the first NAME/ on rtperformer.paths' model search path (``models_dir`` first);
     a path -> itself. Missing -> UserError naming the folders searched."""

@@ -1,8 +1,8 @@
 """PerformanceNet (Wang & Yang, AAAI 2019): ContourNet U-Net + on/off encoder + TextureNet.
 
-Input x (B, C_in, T) in the layout of :func:`rtperformer.rolls.stack_inputs` [roll 0:P, onoff P:2P,
-velocity (if), expression (if)]
-(P = n_pitches). The contour branch gets roll + velocity + expression, the on/off encoder gets onoff.
+Input x (B, C_in, T) in the contract's layout [roll 0:P, onoff P:2P, velocity (if), expression (if),
+note-position channels (if)] (P = n_pitches; rtperformer.rolls.stack_inputs). The contour branch gets
+everything but onoff, the on/off encoder gets onoff.
 Output (B, n_bins, T): log1p(power_scale * |S|^2) frames, output t aligned with input t.
 
 Two forms share one topology (encoder levels with skips, on/off encoder into the deepest decoder steps,
@@ -41,9 +41,11 @@ FORMS = ("paper", "streaming")
 
 
 def contour_channels(model_cfg) -> int:
-    """Input width of the contour branch: roll + velocity (if) + expression (if)."""
+    """Input width of the contour branch: roll + velocity (if) + expression (if) + the note-position
+    channels (n_pitches per onset and per release decay constant, if any)."""
     p = model_cfg.n_pitches
-    return p + (p if model_cfg.velocity else 0) + (1 if model_cfg.expression else 0)
+    n_pos = len(model_cfg.onset_decay_frames) + len(model_cfg.release_decay_frames)
+    return p + (p if model_cfg.velocity else 0) + (1 if model_cfg.expression else 0) + p * n_pos
 
 
 def check_model_config(cfg: Config) -> None:
@@ -73,6 +75,8 @@ def check_model_config(cfg: Config) -> None:
         problems.append("paper form: model.upsample_kernels must be >= 2 (stride-2 transposed convs)")
     if m.form == "paper" and m.lookahead_frames:
         problems.append("model.lookahead_frames applies to the streaming form only (the paper form sees the clip)")
+    if (m.onset_decay_frames or m.release_decay_frames) and m.n_pitches != 128:
+        problems.append("note-position inputs (model.onset_decay_frames, release_decay_frames) need n_pitches 128")
     if m.lookahead_frames < 0 or m.kernel_size < 1 or m.n_pitches < 1:
         problems.append("model.lookahead_frames must be >= 0, kernel_size and n_pitches >= 1")
     if any(c < 1 for c in (*m.channels, *m.onoff_channels, *m.decoder_channels, *m.upsample_kernels)):

@@ -1,0 +1,322 @@
+"""The attack study of issue 12: does the model rise as fast as its target with note-position inputs or a
+spectral-flux loss?
+
+Violin runs fine-tuned from the shipped model (``--init-from models/violin``: the study measures what a
+change buys from today's weights), identical but for the studied setting: seed 0, ``--lr`` 3e-4,
+``--steps`` each, batch 16 x 256 frames, one thread per run, two at once:
+
+- ``base``: loss l1, today's inputs (the control: what the same extra training alone buys);
+- ``pos``: loss l1, + note-position inputs (onset decays tau 3 and 12 frames, release decay 8 frames; the
+  new input weights start at zero, so step 0 is the shipped model);
+- ``flux``: loss l1_flux (L1 + L1 on frame-to-frame change, weight 1), today's inputs;
+- ``shipped``: models/violin untouched.
+
+    .venv/bin/python bench/study_attack.py --train --attack --eval   # all of it
+    .venv/bin/python bench/study_attack.py                           # only the table, from what is on disk
+
+- ``--attack``: 21 isolated notes (G3..G6, velocity 90, 0.5 s, note-ons at varying offsets inside a hop)
+  played by FluidSynth (FluidR3 violin, the model's target soundfont) and by each model through the offline
+  voice chain (``rtperformer.evaluate.synthesize``); per note the first sound (-40 dB re the note's level)
+  and the 10 % point after the note-on (bench/latency.py's ``detect_onset``), and the "oracle" (the
+  FluidSynth note's true frames through the same audio stage). Also the frame-domain attack: level (dB re the
+  held level) of the model's and the target's frames at frames -3..+10 around the onset frame, and a
+  corpus check of alignment: the target frames' level around score onsets after silence in the test split.
+  PNG: the first 100 ms of one note for every system.
+- ``--eval``: ``rtperformer eval --model <run> --max-seconds 30 --pieces 6`` (as the model card).
+
+Results: bench/results/study_attack/ (summary.json, attack.json, eval-<run>.json, attack.png).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(REPO))
+from common import num, read_json, write_json  # noqa: E402
+
+OUT = REPO / "out" / "study_attack"
+RESULTS = REPO / "bench" / "results" / "study_attack"
+CONFIG = "configs/realtime-violin.yaml"
+POSITION = {"onset_decay_frames": [3.0, 12.0], "release_decay_frames": [8.0]}
+RUNS = {  # name: (loss, note-position inputs)
+    "base": ("l1", False),
+    "pos": ("l1", True),
+    "flux": ("l1_flux", False),
+}
+CLI = [sys.executable, "-m", "rtperformer"]
+PITCHES = [int(p) for p in np.round(np.linspace(55, 91, 21))]
+NOTE_S, LEAD_S, VELOCITY = 0.5, 0.2, 90
+CURVE = (-3, 11)  # frames around the onset frame for the frame-domain attack curve
+
+
+def model_dir(name: str) -> Path:
+    return REPO / "models" / "violin" if name == "shipped" else OUT / name
+
+
+def run_config(name: str) -> str:
+    """The config file of a run: the violin config, or a copy with the note-position inputs."""
+    import yaml
+
+    if not RUNS[name][1]:
+        return CONFIG
+    data = yaml.safe_load((REPO / CONFIG).read_text())
+    data["name"] = "realtime-violin-pos"
+    data["model"].update(POSITION)
+    path = OUT / "pos.yaml"
+    OUT.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+def train_all(steps: int, lr: float, minutes: float, parallel: int = 2) -> None:
+    todo = [n for n in RUNS if not (OUT / n / "model.safetensors").is_file()]
+    for i in range(0, len(todo), parallel):
+        procs = []
+        for name in todo[i:i + parallel]:
+            cmd = ["nice", "-n", "10"] + CLI + [
+                "train", "--config", run_config(name), "--init-from", "models/violin", "--loss", RUNS[name][0],
+                "--lr", str(lr), "--lookahead", "0", "--threads", "1", "--steps", str(steps), "--valid-every", "100",
+                "--minutes", str(minutes), "--no-progress", "--out", str(OUT / name)]
+            log = open(OUT / f"{name}.log", "w")
+            procs.append((name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log))
+        for name, p, log in procs:
+            if p.wait() != 0:
+                sys.exit(f"training failed for {name} (see {OUT}/{name}.log)")
+            log.close()
+
+
+def eval_all(names: list[str], parallel: int = 2) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for i in range(0, len(names), parallel):
+        batch = [(n, subprocess.Popen(["nice", "-n", "10"] + CLI + [
+            "eval", "--model", str(model_dir(n)), "--max-seconds", "30", "--pieces", "6",
+            "--out", str(RESULTS / f"eval-{n}.json")], cwd=REPO)) for n in names[i:i + parallel]]
+        for n, p in batch:
+            if p.wait() != 0:
+                sys.exit(f"eval failed for {n}")
+
+
+# -- the attack on isolated notes ---------------------------------------------------------------------
+
+
+def frame_level_db(features: np.ndarray, power_scale: float) -> np.ndarray:
+    """(T,) total power per frame in dB from log1p-power features (n_bins, T)."""
+    p = np.maximum(np.expm1(features.astype(np.float64)), 0.0).sum(0) / power_scale
+    return 10.0 * np.log10(p + 1e-12)
+
+
+def curve(levels: np.ndarray, f: int) -> np.ndarray:
+    """Levels at frames f+CURVE[0] .. f+CURVE[1]-1 in dB re the held level (median of f+20 .. f+60)."""
+    held = np.median(levels[f + 20:f + 60])
+    return levels[f + CURVE[0]:f + CURVE[1]] - held
+
+
+def isolated_notes(names: list[str]) -> dict:
+    import torch
+
+    from latency import FIRST_SOUND_FRACTION, detect_onset
+    from rtperformer.data.humanize import Performance, PNote
+    from rtperformer.data.synth import Renderer, default_patch
+    from rtperformer.dsp.features import log_power
+    from rtperformer.evaluate import model_frames, synthesize
+    from rtperformer.model.checkpoint import load_model
+    from rtperformer.rolls import notes_to_rolls, seconds_to_frame, stack_inputs
+
+    torch.set_num_threads(1)
+    models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}
+    cfg = next(iter(models.values()))[1]
+    a = cfg.audio
+    sr = a.sample_rate
+    ren = Renderer(default_patch("violin"), sr)
+    systems = ["fluidsynth", "oracle", *models]
+    per = {s: {"first_ms": [], "onset10_ms": [], "curve_db": []} for s in systems}
+    example = {}
+    for i, p in enumerate(PITCHES):
+        start = LEAD_S + (i * 37) / sr  # note-ons at varying places inside a hop
+        perf = Performance([PNote(start, start + NOTE_S, p, VELOCITY)], [], start + NOTE_S)
+        fs = ren.render(perf, tail=0.3)
+        on, off = int(round(start * sr)), int(round((start + NOTE_S) * sr))
+        feats = log_power(fs, a)
+        f0 = seconds_to_frame(start, a)
+        audio = {"fluidsynth": fs, "oracle": synthesize(feats, cfg, len(fs))}
+        frames = {"fluidsynth": feats, "oracle": feats}
+        for n, (model, mcfg) in models.items():
+            rolls = notes_to_rolls(perf.notes, [], a, n_frames=feats.shape[1])
+            y = model_frames(model, stack_inputs(rolls, mcfg.model))
+            frames[n] = y
+            audio[n] = synthesize(y, mcfg, len(fs))
+        for s in systems:
+            first, _ = detect_onset(audio[s], on, off, sr, FIRST_SOUND_FRACTION)
+            ten, _ = detect_onset(audio[s], on, off, sr)
+            per[s]["first_ms"].append(None if first is None else (first - on) * 1e3 / sr)
+            per[s]["onset10_ms"].append(None if ten is None else (ten - on) * 1e3 / sr)
+            per[s]["curve_db"].append(curve(frame_level_db(frames[s], a.power_scale), f0).tolist())
+        if p == 69:
+            example = {"pitch": p, "on": on, "audio": audio}
+    out = {"pitches": PITCHES, "velocity": VELOCITY, "note_s": NOTE_S, "curve_frames": list(range(*CURVE)),
+           "per_note": per, "summary": {}}
+    for s in systems:
+        f = np.array([v for v in per[s]["first_ms"] if v is not None])
+        t = np.array([v for v in per[s]["onset10_ms"] if v is not None])
+        d40 = [m - r for m, r in zip(per[s]["first_ms"], per["fluidsynth"]["first_ms"]) if None not in (m, r)]
+        d10 = [m - r for m, r in zip(per[s]["onset10_ms"], per["fluidsynth"]["onset10_ms"]) if None not in (m, r)]
+        out["summary"][s] = {
+            "first_median_ms": float(np.median(f)) if len(f) else None,
+            "onset10_median_ms": float(np.median(t)) if len(t) else None,
+            "first_minus_target_median_ms": float(np.median(d40)) if d40 else None,
+            "onset10_minus_target_median_ms": float(np.median(d10)) if d10 else None,
+            "notes": int(len(t)),
+            "curve_db": np.mean(np.array(per[s]["curve_db"]), 0).round(2).tolist(),
+        }
+    if example:
+        plot_example(example, sr, RESULTS / "attack.png")
+    return out
+
+
+def plot_example(ex: dict, sr: int, path: Path) -> None:
+    """The first 100 ms (from 10 ms before the note-on) of one note for every system: fine spectrograms of
+    the audio (n_fft 256, hop 32) and the amplitude envelopes in dB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.signal import stft
+
+    names = list(ex["audio"])
+    on = ex["on"]
+    a0, a1 = on - int(0.010 * sr), on + int(0.100 * sr)
+    fig, axes = plt.subplots(2, len(names), figsize=(3.0 * len(names), 6.5), squeeze=False)
+    for j, n in enumerate(names):
+        x = ex["audio"][n][a0:a1]
+        f, t, z = stft(x, sr, nperseg=256, noverlap=224)
+        db = 20 * np.log10(np.abs(z) + 1e-7)
+        ax = axes[0, j]
+        ax.pcolormesh(t * 1e3 - 10, f / 1e3, db, vmin=db.max() - 80, vmax=db.max(), shading="auto")
+        ax.set_ylim(0, 8)
+        ax.axvline(0, color="w", lw=0.8)
+        label = {"fluidsynth": "FluidSynth (target)", "oracle": "oracle (target frames)"}.get(n, f"model: {n}")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("ms after note-on")
+        if j == 0:
+            ax.set_ylabel("kHz")
+        env = np.sqrt(np.convolve(ex["audio"][n][a0:a1] ** 2, np.ones(48) / 48, mode="same"))
+        ref = np.percentile(np.abs(ex["audio"][n][on:on + int(0.4 * sr)]), 99)
+        axes[1, 0].plot((np.arange(len(env)) - (on - a0)) * 1e3 / sr, 20 * np.log10(env / ref + 1e-9), label=label, lw=1)
+    ax = axes[1, 0]
+    ax.axhline(-40, color="k", ls=":", lw=0.7)
+    ax.axhline(-20, color="k", ls="--", lw=0.7)
+    ax.set_ylim(-70, 5)
+    ax.set_xlabel("ms after note-on")
+    ax.set_ylabel("envelope dB re note level")
+    ax.legend(fontsize=7)
+    for j in range(1, len(names)):
+        axes[1, j].axis("off")
+    fig.suptitle(f"violin MIDI {ex['pitch']}, velocity {VELOCITY}: the first 100 ms")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def corpus_alignment(max_pieces: int = 6) -> dict:
+    """Target frames around score onsets after >= 20 frames of silence (test split): mean level in dB re
+    the note's held level at frames -3..+10 of the roll's onset frame (where centred frames put energy)."""
+    from rtperformer.config import load_config
+    from rtperformer.data.dataset import piece_arrays
+
+    cfg = load_config(REPO / CONFIG)
+    curves = []
+    for k, (_pid, x, y, _audio) in enumerate(piece_arrays(cfg.data.corpus_dir, "violin", "test", cfg)):
+        if k >= max_pieces:
+            break
+        count = (x[0:128] > 0.5).sum(0)
+        lev = frame_level_db(y, cfg.audio.power_scale)
+        for f in np.unique(np.nonzero(x[128:256] > 0.5)[1]):
+            if f >= 20 and f + 60 < len(count) and count[f - 20:f].sum() == 0 and (count[f:f + 60] > 0).all():
+                curves.append(curve(lev, int(f)))
+    return {"onsets": len(curves), "curve_frames": list(range(*CURVE)),
+            "curve_db": np.mean(curves, 0).round(2).tolist() if curves else None}
+
+
+# -- summary ------------------------------------------------------------------------------------------
+
+
+def summary() -> dict:
+    att = read_json(RESULTS / "attack.json") or {}
+    rows = []
+    for name in ["shipped", *RUNS]:
+        meta = read_json(model_dir(name) / "meta.json") or {}
+        ev = (read_json(RESULTS / f"eval-{name}.json") or {}).get("summary", {})
+        m = ev.get("model", {})
+        s = att.get("summary", {}).get(name, {})
+        rows.append({
+            "run": name, "loss": RUNS.get(name, ("l1",))[0], "position_inputs": RUNS.get(name, ("", False))[1],
+            "steps": meta.get("step") if name != "shipped" else 0, "valid": meta.get("metrics", {}).get("valid", {}),
+            "first_ms": s.get("first_median_ms"), "onset10_ms": s.get("onset10_median_ms"),
+            "first_vs_target_ms": s.get("first_minus_target_median_ms"),
+            "onset10_vs_target_ms": s.get("onset10_minus_target_median_ms"),
+            "lsd_db": m.get("lsd_db"), "lsd_attack_db": m.get("lsd_attack_db"), "lsd_audio_db": m.get("lsd_audio_db"),
+            "level_db": m.get("level_db"), "pitch_median_abs_cents": m.get("pitch", {}).get("median_abs_cents"),
+            "pitch_within_50c": m.get("pitch", {}).get("within_50c"),
+            "onset_median_ms": m.get("onset", {}).get("median_ms"),
+        })
+    t = att.get("summary", {})
+    return {"config": CONFIG, "runs": rows,
+            "fluidsynth": t.get("fluidsynth"), "oracle": t.get("oracle"), "corpus_alignment": att.get("corpus_alignment")}
+
+
+def table(data: dict) -> str:
+    f = lambda v, fmt=".2f": num(v, fmt)  # noqa: E731
+    out = ["| run | loss | position inputs | steps | valid mse / l1 | first sound ms (vs target) | 10 % ms (vs target) | "
+           "LSD dB (attack) | LSD audio dB | level dB | pitch median cents (<50c) | onset signed ms |",
+           "|---|---|---|---:|---|---|---|---|---:|---:|---|---:|"]
+    for r in data["runs"]:
+        v = r["valid"]
+        out.append(
+            f"| {r['run']} | {r['loss']} | {'yes' if r['position_inputs'] else 'no'} | {r['steps'] or 0} | "
+            f"{f(v.get('mse'), '.3f')} / {f(v.get('l1'), '.3f')} | {f(r['first_ms'], '.1f')} ({f(r['first_vs_target_ms'], '+.1f')}) | "
+            f"{f(r['onset10_ms'], '.1f')} ({f(r['onset10_vs_target_ms'], '+.1f')}) | {f(r['lsd_db'])} ({f(r['lsd_attack_db'])}) | "
+            f"{f(r['lsd_audio_db'])} | {f(r['level_db'])} | {f(r['pitch_median_abs_cents'], '.1f')} "
+            f"({f(r['pitch_within_50c'], '.3f')}) | {f(r['onset_median_ms'], '+.1f')} |")
+    for k in ("fluidsynth", "oracle"):
+        s = data.get(k) or {}
+        if s:
+            out.append(f"| {k} | - | - | - | - | {f(s.get('first_median_ms'), '.1f')} | {f(s.get('onset10_median_ms'), '.1f')} "
+                       "| - | - | - | - | - |")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", action="store_true")
+    ap.add_argument("--attack", action="store_true")
+    ap.add_argument("--eval", action="store_true")
+    ap.add_argument("--runs", default="shipped," + ",".join(RUNS), help="comma list for --attack and --eval")
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--minutes", type=float, default=35.0)
+    a = ap.parse_args(argv)
+    names = [n for n in a.runs.split(",") if n]
+    if a.train:
+        train_all(a.steps, a.lr, a.minutes)
+    if a.attack:
+        res = isolated_notes(names)
+        res["corpus_alignment"] = corpus_alignment()
+        write_json(res, RESULTS / "attack.json")
+    if a.eval:
+        eval_all(names)
+    data = summary()
+    write_json(data, RESULTS / "summary.json")
+    print(table(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
