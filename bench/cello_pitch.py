@@ -38,7 +38,8 @@ sys.path.insert(0, str(REPO))
 from rtperformer.data.humanize import Performance, PNote  # noqa: E402
 from rtperformer.data.synth import FLUID_R3, Patch, Renderer, default_patch  # noqa: E402
 from rtperformer.dsp.features import log_power  # noqa: E402
-from rtperformer.evaluate import cents_error, model_frames, pitch_track, synthesize  # noqa: E402
+from rtperformer.evaluate import model_frames, synthesize  # noqa: E402
+from rtperformer.metrics import cents_error, pitch_track  # noqa: E402
 from rtperformer.rolls import notes_to_rolls, stack_inputs  # noqa: E402
 
 NOTE_S, PAD_S = 1.2, 0.3
