@@ -46,6 +46,7 @@ from rtperformer.voice import Voice
 # 48-51 to violin (42/43 cello/contrabass and 47 timpani to cello), pipes and reeds 64-79 to flute.
 LIVE_PROGRAMS = {p: live_instrument(p) for p in range(128) if live_instrument(p)}
 DRUM_CHANNEL = 9  # GM channel 10
+STEP_LOG = 4096  # render step durations kept for the percentiles (Engine.step_ms)
 
 
 @dataclass
@@ -167,6 +168,8 @@ class Engine:
             prio = int(cfg.serve.realtime_priority)  # set_realtime ignores 0 (off)
             self._pool = ThreadPoolExecutor(n_threads - 1, thread_name_prefix="voice",
                                             initializer=lambda: set_realtime(prio))
+        self.step_times = np.zeros(STEP_LOG, np.float64)  # seconds of the last STEP_LOG render steps
+        self.steps = 0
         self.busy_s = 0.0  # time spent in render_step
         self.rendered_s = 0.0  # audio produced, seconds
         self.unknown_programs = 0
@@ -273,9 +276,17 @@ class Engine:
         self.frame = f0 + n
         if self._resampler is not None:
             out = self._resampler.resample_chunk(out)
-        self.busy_s += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.busy_s += dt
+        self.step_times[self.steps % STEP_LOG] = dt  # a fixed ring: the status line's step p99
+        self.steps += 1
         self.rendered_s += n * self.hop / self.sample_rate
         return out
+
+    def step_ms(self, q: float = 99.0) -> float:
+        """The ``q``-th percentile of the last ``STEP_LOG`` render steps' durations, ms (nan before any)."""
+        n = min(self.steps, STEP_LOG)
+        return float(np.percentile(self.step_times[:n], q) * 1e3) if n else float("nan")
 
     def close(self) -> None:
         """Stop the voice threads (``serve.voice_threads`` > 1); the engine renders in one thread after."""

@@ -22,6 +22,51 @@ from test_jack_serve import RELEASE, _rms, _serve_config, _start_server, tiny_mo
 OUT_DELAY = (384 + 2 * 256) / 48000  # fill target + one step + one period (streaming, step_frames 1)
 
 
+def _ready_line(proc, timeout: float = 180.0) -> str:
+    """The server's ``ready:`` line (earlier stdout lines, e.g. ``connected:``, are skipped); fails the test
+    if it does not come within ``timeout`` (never blocks on a server that runs on)."""
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue()
+
+    def read():
+        for line in proc.stdout:
+            if line.startswith("ready:"):
+                q.put(line)
+                return
+        q.put("")
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        line = q.get(timeout=timeout)
+    except queue.Empty:
+        line = ""
+    if not line:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"server did not get ready (rc={proc.returncode})")
+    return line
+
+
+class _Lines(list):
+    """Lines read from a stream by a thread; :meth:`text` waits for the end of the stream."""
+
+    def text(self, timeout: float = 10.0) -> str:
+        self.thread.join(timeout)
+        return "".join(self)
+
+
+def _collect(stream) -> _Lines:
+    """Read ``stream`` in a thread (a server's stderr pipe must never fill up)."""
+    import threading
+
+    lines = _Lines()
+    lines.thread = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
+    lines.thread.start()
+    return lines
+
+
 def _stop(proc, sig=signal.SIGINT) -> int:
     proc.send_signal(sig)
     try:
@@ -120,15 +165,15 @@ def test_midi_sent_while_engines_build_does_not_fire_later(jack_server, tiny_mod
 
         proc = subprocess.Popen([sys.executable, "-m", "rtperformer", "serve", *args], cwd=REPO,
                                 env=jack_server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = _collect(proc.stderr)
         deadline = time.monotonic() + 120
         while not probe.client.get_all_connections(probe.midi_out):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+            assert proc.poll() is None and time.monotonic() < deadline, "the server never connected its MIDI port"
             time.sleep(0.005)
         probe.play_frames([(0, bytes((0x90, 69, 100)))], lead=0)  # sent at the next JACK cycle
         while probe._next == 0:
             time.sleep(0.001)
-        line = proc.stdout.readline()
-        assert line.startswith("ready:"), line
+        line = _ready_line(proc)
         # the server printed ready after the note went out: the note arrived while it was building
         fields = dict(kv.split("=", 1) for kv in line.split()[1:])
         for src, dst in zip(fields["audio"].split(","), probe.inputs):
@@ -142,7 +187,7 @@ def test_midi_sent_while_engines_build_does_not_fire_later(jack_server, tiny_mod
         probe.close()
         if proc is not None:
             rc = _stop(proc)
-    err = proc.stderr.read()
+    err = lines.text()
     assert rc == 0, err[-3000:]
     on = sched[0][0]
     assert np.all(x[:on] == 0.0), "a note-on sent before the server was ready sounds"
@@ -228,14 +273,18 @@ def _record_session(jack_server, tiny_model_dir, tmp_path, name, n_notes, preexe
     import threading
 
     threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True).start()
-    line = proc.stdout.readline()
-    t_ready = time.monotonic()
-    assert line.startswith("ready:"), "".join(err)[-3000:]
-    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-    audio_ports = fields["audio"].split(",")
-    probe = JackProbe(f"rtp{name}probe", len(audio_ports), seconds=n_notes * 0.5 + 3)
-    probe.client.activate()
-    _connect(probe, fields["midi"], audio_ports)
+    try:
+        line = _ready_line(proc)
+        t_ready = time.monotonic()
+        fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+        audio_ports = fields["audio"].split(",")
+        probe = JackProbe(f"rtp{name}probe", len(audio_ports), seconds=n_notes * 0.5 + 3)
+        probe.client.activate()
+        _connect(probe, fields["midi"], audio_ports)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
     notes, events = [], []
     for i in range(n_notes):
         t, p = 0.2 + 0.5 * i, 60 + (i * 7) % 12
@@ -255,11 +304,16 @@ def test_recording_is_a_readable_wav_after_sigkill_or_sighup(jack_server, tiny_m
                                                                   how.lower(), 6)
     try:
         probe.wait_frame(base + int((notes[-1][1] + 0.5) * probe.rate))
-    finally:
         probe.close()
-    t_kill = time.monotonic()
-    proc.send_signal(getattr(signal, how))
-    rc = proc.wait(timeout=30)
+        probe = None
+        t_kill = time.monotonic()
+        rc = _stop(proc, getattr(signal, how))
+    finally:
+        if probe is not None:
+            probe.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     import soundfile as sf
 
     if how == "SIGHUP":
@@ -318,9 +372,9 @@ def test_jack_server_dying_is_a_message_not_a_hang(tiny_model_dir, tmp_path):
                 "--model", f"violin={tiny_model_dir}"]
         proc = subprocess.Popen(args, cwd=REPO, env=jack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
+        lines = _collect(proc.stderr)
         try:
-            line = proc.stdout.readline()
-            assert line.startswith("ready:"), proc.stderr.read()[-3000:]
+            _ready_line(proc)
             time.sleep(2.0)
             jack.proc.kill()
             jack.proc.wait()
@@ -334,9 +388,103 @@ def test_jack_server_dying_is_a_message_not_a_hang(tiny_model_dir, tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    err = proc.stderr.read()
+    err = lines.text()
     assert rc == 3, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("rtperformer serve: audio lost: the JACK server stopped or restarted"), err[-2000:]
     got, rate = sf.read(rec, dtype="float32", always_2d=True)
     assert len(got) >= 1.5 * rate  # the 2 s before the kill are in the finished take
+
+
+def test_keyboard_unplugged_releases_notes_and_is_found_again(jack_server, tiny_model_dir, tmp_path):
+    """The keyboard's JACK client (a port the server connected to by name) goes away while two notes are
+    held under the pedal: the server releases them (silence follows), says so on the status line, and
+    reconnects when a client of the same name comes back; its notes sound. On main the notes sounded
+    forever and the port stayed dead."""
+    kb = JackProbe("rtpkb", 0, seconds=1)
+    kb.client.activate()
+    args = ["--midi-port", "rtpkb:midi", "--client-name", "rtpkbsrv", "--midi-api", "jack",
+            "--config", str(_serve_config(tmp_path, "streaming")), "--model", f"violin={tiny_model_dir}"]
+    proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
+    ear = kb2 = None
+    try:
+        assert midi_port == "rtpkb:midi_out"
+        ear = JackProbe("rtpear", len(audio_ports), seconds=12)
+        ear.client.activate()
+        for src, dst in zip(audio_ports, ear.inputs):
+            ear.client.connect(src, dst)
+        time.sleep(0.5)
+        ear.play_frames([], lead=0)
+        kb.play_frames([(0, b"\xb0\x40\x7f"), (0, b"\x90\x3c\x64"), (0, b"\x90\x43\x64")], lead=0)
+        rate = ear.rate
+        ear.wait_frame(int(1.0 * rate))
+        unplug = ear.recorded
+        kb.close()  # the keyboard is unplugged: its port disappears
+        kb = None
+        ear.wait_frame(unplug + int(2.5 * rate))
+        back = ear.recorded
+        kb2 = JackProbe("rtpkb", 0, seconds=1)  # plugged in again: same name
+        kb2.client.activate()
+        deadline = time.monotonic() + 10
+        while not kb2.client.get_all_connections(kb2.midi_out):
+            assert time.monotonic() < deadline, "the server did not reconnect to the keyboard"
+            time.sleep(0.05)
+        reconnected = ear.recorded
+        kb2.play_frames([(0, b"\x90\x48\x64"), (int(0.4 * rate), b"\x80\x48\x00")], lead=0)
+        ear.wait_frame(reconnected + int(1.0 * rate))
+        x = ear.buf[: ear.recorded, 0].copy()
+    finally:
+        for p in (kb, kb2, ear):
+            if p is not None:
+                p.close()
+        rc = _stop(proc)
+    text = "".join(err)
+    assert rc == 0, text[-3000:]
+    assert _rms(x[int(0.3 * rate): unplug]) > 1e-4, "the held notes did not sound"
+    # released within a watch period (0.5 s) + release (0.15 s) + output buffering
+    assert np.all(x[unplug + int(1.2 * rate): back] == 0.0), "notes still sound after the keyboard went away"
+    assert "MIDI port 'rtpkb:midi_out' lost, waiting for it: all notes released" in text, text[-2000:]
+    assert "MIDI port 'rtpkb:midi_out' back" in text
+    assert _rms(x[reconnected: reconnected + int(0.5 * rate)]) > 1e-4, "no sound after the keyboard came back: " + text[-600:]
+
+
+def test_sequencer_disconnecting_from_the_virtual_port_releases_notes(jack_server, tiny_model_dir, tmp_path):
+    """A sequencer connected to the server's virtual port quits (its connection goes) while a note is held
+    under the pedal: the server releases everything and says so; a new connection plays again."""
+    args = ["--virtual", "in", "--client-name", "rtpvirt", "--midi-api", "jack",
+            "--config", str(_serve_config(tmp_path, "streaming")), "--model", f"violin={tiny_model_dir}"]
+    proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
+    seq = ear = None
+    try:
+        ear = JackProbe("rtpvear", len(audio_ports), seconds=10)
+        ear.client.activate()
+        for src, dst in zip(audio_ports, ear.inputs):
+            ear.client.connect(src, dst)
+        seq = JackProbe("rtpseq", 0, seconds=1)
+        seq.client.activate()
+        seq.client.connect(seq.midi_out, midi_port)
+        time.sleep(0.7)  # the watch sees the connection
+        rate = ear.rate
+        ear.play_frames([], lead=0)
+        seq.play_frames([(0, b"\xb0\x40\x7f"), (0, b"\x90\x3c\x64")], lead=0)
+        ear.wait_frame(int(1.0 * rate))
+        gone = ear.recorded
+        seq.client.disconnect(seq.midi_out, midi_port)
+        ear.wait_frame(gone + int(2.0 * rate))
+        seq.client.connect(seq.midi_out, midi_port)
+        time.sleep(0.3)
+        again = ear.recorded
+        seq.play_frames([(0, b"\x90\x48\x64"), (int(0.4 * rate), b"\x80\x48\x00")], lead=0)
+        ear.wait_frame(again + int(0.8 * rate))
+        x = ear.buf[: ear.recorded, 0].copy()
+    finally:
+        for p in (seq, ear):
+            if p is not None:
+                p.close()
+        rc = _stop(proc)
+    text = "".join(err)
+    assert rc == 0, text[-3000:]
+    assert _rms(x[int(0.3 * rate): gone]) > 1e-4
+    assert np.all(x[gone + int(1.2 * rate): gone + int(2.0 * rate)] == 0.0), "the held note outlived its sequencer"
+    assert "MIDI input disconnected: all notes released" in text, text[-2000:]
+    assert _rms(x[again: again + int(0.5 * rate)]) > 1e-4

@@ -122,3 +122,19 @@ def test_engine_drops_and_counts_garbage_and_still_plays():
     eng.push(0, b"\x90\x45\x64")
     out = np.concatenate([eng.render_step() for _ in range(40)])
     assert eng.notes_held == 1 and np.sqrt(np.mean(out ** 2)) > 1e-4
+
+
+def test_release_all_channels_ends_held_and_pedalled_notes():
+    """What a lost port asks for: after the queued messages, pedal up and all notes off on every channel."""
+    from rtperformer.rolls import NoteTracker
+
+    q, tracker = MidiQueue(64), NoteTracker()
+    for ch in (0, 5, 15):
+        q.push(0, bytes((0xB0 | ch, 64, 127)))
+        q.push(0, bytes((0x90 | ch, 60 + ch, 100)))
+    q.push(0, b"\x85\x45\x00")  # a key released under the pedal
+    q.release_all_channels()
+    while (item := q.pop()) is not None:
+        tracker.feed(0, item[1])
+    assert not tracker.open and not any(tracker.sustain)
+    assert q.pop() is None  # served once

@@ -37,6 +37,8 @@ class MidiQueue:
         self.coalesced = 0  # releases that did not fit and became a channel-wide release (producer)
         self._lost = [0] * 16  # producer: releases lost per channel
         self._served = [0] * 16  # consumer: lost releases answered per channel
+        self._panic = 0  # watcher thread: requests to release every channel
+        self._panic_served = 0  # consumer
         self._extra: list[tuple[int, bytes, float]] = []  # consumer: synthesized releases to hand out
         self._last_stamp = 0
 
@@ -60,11 +62,11 @@ class MidiQueue:
             return False
         return self.ring.push(sample_time, message, wall)
 
-    def push_release_all(self, sample_time: int, wall: float = 0.0) -> None:
-        """Release every note and the pedal on all 16 channels (a lost port, a reset)."""
-        for ch in range(16):
-            for msg in release_all(ch):
-                self.push(sample_time, msg, wall)
+    def release_all_channels(self) -> None:
+        """Ask the consumer to release every note and the pedal on all 16 channels (a lost port). Safe from
+        one thread other than the producer (it writes only its own counter); served like a coalesced
+        release, after what is already queued."""
+        self._panic += 1
 
     def pop(self):
         """Next ``(sample_time, bytes, wall)``; when the queue is empty, the releases owed for coalesced
@@ -74,9 +76,12 @@ class MidiQueue:
             self._last_stamp = item[0]
             return item
         if not self._extra:
+            panic = self._panic
+            everything = panic != self._panic_served
+            self._panic_served = panic
             for ch in range(16):
                 lost = self._lost[ch]
-                if lost != self._served[ch]:
+                if lost != self._served[ch] or everything:
                     self._served[ch] = lost
                     self._extra.extend((self._last_stamp, m, 0.0) for m in release_all(ch))
             if not self._extra:

@@ -120,12 +120,22 @@ def match_port(ports: list[str], pattern: str) -> int:
     return hits[0]
 
 
+WATCH_EVERY_S = 0.5  # how often watch() looks at the ports
+NOTICE_S = 10.0  # how long "port back" stays on the status line
+
+
 class RtMidiSource:
     """An rtmidi input feeding ``queue``: ``virtual`` creates a port others connect to, otherwise
     ``port`` (name or pattern) connects to an existing one.
 
     ``clock()`` returns the audio sample clock. The rtmidi callback runs on rtmidi's thread (on JACK,
     the JACK process thread) and only stamps and pushes.
+
+    Losing the player: :meth:`watch` (the main loop calls it; it looks every ``WATCH_EVERY_S``) notices a
+    connected port that has disappeared (keyboard unplugged, sequencer quit) or, on JACK, a virtual port
+    left with no connection; it then has the queue release every note and the pedal on all channels
+    (:meth:`~rtperformer.midi.queue.MidiQueue.release_all_channels`), sets :attr:`notice` for the status
+    line, and reconnects when a port of the same name (or matching the same pattern) appears again.
     """
 
     def __init__(self, queue, clock: Callable[[], int], api: str,
@@ -140,6 +150,14 @@ class RtMidiSource:
         self.early = 0  # messages that arrived before arm() and were dropped
         self.armed = bool(armed)
         self.notice = ""  # a message for the status line ("" when all is well)
+        self.losses = 0  # times the player's port went away
+        self.pattern = None if virtual else port
+        self.lost = False
+        self._client_name = client_name
+        self._next_watch = 0.0
+        self._notice_until = None
+        self._connected = False  # virtual port on JACK: had a connection at the last look
+        self._jack_query = None
         self._in = _open_midi_in(api, client_name)
         try:
             if virtual:
@@ -164,6 +182,69 @@ class RtMidiSource:
         """Start queueing messages (before this they are dropped and counted in ``early``)."""
         self.armed = True
 
+    # -- losing and finding the port (main thread) ----------------------------------------------
+    def watch(self) -> None:
+        """Look at the port (at most every ``WATCH_EVERY_S``): release everything when it went away,
+        reconnect when it is back. Never raises (a failed look is retried at the next call)."""
+        now = time.monotonic()
+        if now < self._next_watch or self._in is None:
+            return
+        self._next_watch = now + WATCH_EVERY_S
+        if self._notice_until is not None and now > self._notice_until:
+            self.notice, self._notice_until = "", None
+        try:
+            if self.pattern is None:
+                self._watch_virtual()
+            else:
+                self._watch_port(now)
+        except Exception:  # rtmidi/JACK hiccup: look again next time
+            pass
+
+    def _lose(self, what: str) -> None:
+        self.losses += 1
+        self.queue.release_all_channels()
+        self.notice = f"MIDI {what}: all notes released"
+        self._notice_until = None
+
+    def _watch_port(self, now: float) -> None:
+        ports = list(self._in.get_ports())
+        if not self.lost:
+            if self.port_name not in ports:
+                self.lost = True
+                self._lose(f"port '{self.port_name}' lost, waiting for it")
+            return
+        if self.port_name in ports:
+            idx = ports.index(self.port_name)
+        else:
+            try:
+                idx = match_port(ports, self.pattern)
+            except UserError:
+                return
+        self._in.cancel_callback()
+        self._in.close_port()
+        self._in.open_port(idx, name="in")
+        self._in.set_callback(self._on_message)  # closing the port dropped rtmidi's callback
+        self.port_name = ports[idx]
+        self.lost = False
+        self.notice = f"MIDI port '{self.port_name}' back"
+        self._notice_until = now + NOTICE_S
+
+    def _watch_virtual(self) -> None:
+        """JACK only: a virtual port whose last connection went away (the sequencer quit)."""
+        if self.api != "jack":
+            return
+        if self._jack_query is None:
+            import jack  # a never-activated client (no callbacks): safe next to rtmidi's
+
+            self._jack_query = jack.Client(f"{self._client_name}-watch", no_start_server=True)
+        connected = bool(self._jack_query.get_all_connections(self.port_name))
+        if self._connected and not connected:
+            self._lose("input disconnected")
+        elif connected and not self._connected and self.losses:
+            self.notice = "MIDI input connected"
+            self._notice_until = time.monotonic() + NOTICE_S
+        self._connected = connected
+
     def _on_message(self, event, data=None):  # rtmidi thread: stamp and queue, nothing else
         if not self.armed:
             self.early += 1
@@ -172,6 +253,12 @@ class RtMidiSource:
         self.received += 1
 
     def close(self) -> None:
+        if self._jack_query is not None:
+            try:
+                self._jack_query.close()
+            except Exception:
+                pass
+            self._jack_query = None
         if self._in is not None:
             try:
                 self._in.cancel_callback()
