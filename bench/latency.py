@@ -309,7 +309,8 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
 
 
 def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print,
-        server_status: bool = False, step_frames: int | None = None, trim_hops: int | None = None) -> dict:
+        server_status: bool = False, step_frames: int | None = None, trim_hops: int | None = None,
+        periods: list[int] | None = None, period_events: int = 40) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "first_sound_fraction": FIRST_SOUND_FRACTION,
@@ -340,6 +341,23 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
             except Exception as exc:
                 results["systems"].append({"system": "fluidsynth", "error": str(exc)[-2000:]})
                 log(f"   failed: {exc}")
+        results["periods"] = []
+        for period in periods or []:  # the same server switched to other periods (jack_bufsize)
+            log(f"== rtperformer serve --mode streaming at JACK period {period}")
+            subprocess.run(["jack_bufsize", str(period)], env=env, check=True, capture_output=True, timeout=30)
+            llog = tmp / f"latency-log-p{period}.json"
+            start = lambda period=period, llog=llog: start_rtperformer(  # noqa: E731
+                env, "streaming", margs, cfg_path, f"rtpsrvp{period}", quiet=False, latency_log=llog)
+            try:
+                r = measure(env, f"rtperformer@{period}", start, period_events, seed, log, latency_log=llog)
+                r["period"] = period
+                results["periods"].append(r)
+            except Exception as exc:
+                results["periods"].append({"system": f"rtperformer@{period}", "period": period,
+                                           "error": str(exc)[-2000:]})
+                log(f"   failed: {exc}")
+            finally:
+                subprocess.run(["jack_bufsize", str(PERIOD)], env=env, capture_output=True, timeout=30)
     try:
         from waterfall import oracle_rise
 
@@ -392,6 +410,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the ring grows to one step plus a block")
     p.add_argument("--istft-trim-hops", type=int, help="serve.istft_trim_hops for the server (default: the "
                    "config's)")
+    p.add_argument("--periods", type=int, nargs="*", default=[],
+                   help="also serve at these JACK periods (the same server switched with jack_bufsize)")
+    p.add_argument("--period-events", type=int, default=40, help="events per extra period (default 40)")
     p.add_argument("--server-status", action="store_true",
                    help="run the server without --quiet and keep its last status line (its underruns, RTF)")
     p.add_argument("--seed", type=int, default=0)
@@ -407,7 +428,7 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
                   server_status=args.server_status, step_frames=args.step_frames,
-                  trim_hops=args.istft_trim_hops)
+                  trim_hops=args.istft_trim_hops, periods=args.periods, period_events=args.period_events)
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))

@@ -74,7 +74,8 @@ def stages_for(marks: list[tuple[int, int, str]], log: dict, cycles: np.ndarray,
     ms = 1e3 / rate
     out = []
     for e, off, _kind in marks:
-        hit = np.flatnonzero((r_arr >= e - rate * 0.002) & (r_arr < e + rate * 0.1))
+        # a cycle's MIDI is delivered at its start: up to a period before the event's own frame
+        hit = np.flatnonzero((r_arr >= e - log["period"] - rate * 0.002) & (r_arr < e + rate * 0.1))
         if not len(hit):
             continue
         i = hit[0]
