@@ -274,7 +274,8 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print, 
     return out
 
 
-def _serve_config(tmp: Path, backend: str, step_frames: int | None = None, trim_hops: int | None = None) -> Path:
+def _serve_config(tmp: Path, backend: str, step_frames: int | None = None, trim_hops: int | None = None,
+                  extra: list[str] | None = None) -> Path:
     """The served config: short release; ``step_frames`` > 1 also keeps a step of lead queued."""
     p = tmp / "bench-serve.yaml"
     text = f"render:\n  release_seconds: {RELEASE_S}\nserve:\n  backend: {backend}\n"
@@ -282,6 +283,9 @@ def _serve_config(tmp: Path, backend: str, step_frames: int | None = None, trim_
         text += f"  step_frames: {step_frames}\n  lead_samples: {256 * (step_frames - 1)}\n"
     if trim_hops is not None:
         text += f"  istft_trim_hops: {trim_hops}\n"
+    for kv in extra or []:  # --set KEY=VALUE: more serve settings (a candidate's)
+        key, value = kv.split("=", 1)
+        text += f"  {key}: {value}\n"
     p.write_text(text)
     return p
 
@@ -310,7 +314,7 @@ def _model_args(model: str | None, tmp: Path) -> list[str]:
 
 def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool, seed: int, log=print,
         server_status: bool = False, step_frames: int | None = None, trim_hops: int | None = None,
-        periods: list[int] | None = None, period_events: int = 40) -> dict:
+        periods: list[int] | None = None, period_events: int = 40, extra: list[str] | None = None) -> dict:
     results = {"machine": machine(), "jack": {"rate": RATE, "period": PERIOD, "driver": "dummy"},
                "method": {"hold_s": HOLD_S, "cycle_s": CYCLE_S, "onset_fraction": ONSET_FRACTION,
                           "first_sound_fraction": FIRST_SOUND_FRACTION,
@@ -319,7 +323,8 @@ def run(model: str | None, n_events: int, modes, backend: str, fluidsynth: bool,
         tmp = Path(tmpd)
         margs, results["model_desc"] = _model_args(model, tmp)
         results["model_args"] = margs
-        cfg_path = _serve_config(tmp, backend, step_frames, trim_hops)
+        cfg_path = _serve_config(tmp, backend, step_frames, trim_hops, extra)
+        results["serve_config"] = cfg_path.read_text()
         results["serve_step_frames"] = step_frames or "config default"
         env = jackd.env()
         for i, mode in enumerate(modes):
@@ -410,6 +415,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "the ring grows to one step plus a block")
     p.add_argument("--istft-trim-hops", type=int, help="serve.istft_trim_hops for the server (default: the "
                    "config's)")
+    p.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="another serve setting for the server (repeat), e.g. render_delay_ms=0")
     p.add_argument("--periods", type=int, nargs="*", default=[],
                    help="also serve at these JACK periods (the same server switched with jack_bufsize)")
     p.add_argument("--period-events", type=int, default=40, help="events per extra period (default 40)")
@@ -428,7 +435,8 @@ def main(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run(args.model, args.events, args.modes, args.backend, not args.no_fluidsynth, args.seed,
                   server_status=args.server_status, step_frames=args.step_frames,
-                  trim_hops=args.istft_trim_hops, periods=args.periods, period_events=args.period_events)
+                  trim_hops=args.istft_trim_hops, periods=args.periods, period_events=args.period_events,
+                  extra=args.extra)
     out = Path(args.out)
     write_json(results, out)
     plot(results, out.with_suffix(".png"))
