@@ -60,7 +60,7 @@ def stages_for(marks: list[tuple[int, int, str]], log: dict, cycles: np.ndarray,
                detect, first_fraction: float) -> list[dict]:
     """Per event (``marks``: (event frame, release frame, kind) in the recording), its stages in ms, or
     nothing when the event has no logged note-on or no detectable onset."""
-    on = np.asarray(log["onsets"], np.float64).reshape(-1, 7)
+    on = np.asarray(log["onsets"], np.float64).reshape(-1, len(log["fields"]))
     cbs = np.asarray(log["callbacks"], np.float64).reshape(-1, 2)
     if not len(on) or not len(cbs):
         return []

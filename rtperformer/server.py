@@ -42,12 +42,14 @@ ONSET_LOG = 4096  # note-ons kept for the latency statistics and the waterfall l
 
 
 class OnsetLog:
-    """The most recent ``capacity`` note-ons as rendered, in a preallocated float64 (capacity, 7) array:
+    """The most recent ``capacity`` note-ons as rendered, in a preallocated float64 (capacity, 8) array:
     stamp (device frame when the MIDI arrived), at (device frame where the note's audio begins), pitch,
-    instrument index, arrival / step start / step end (perf_counter). Written by the render thread only;
+    instrument index, arrival / step start / step end (perf_counter), and ``written``: where ``at`` is in
+    the engine's own output (samples written to the ring before it: ``at`` minus the zero frames the
+    device played in underruns). Written by the render thread only;
     statistics cost the same whatever the uptime."""
 
-    FIELDS = ("stamp", "at", "pitch", "instrument", "t_arrival", "t_step0", "t_step1")
+    FIELDS = ("stamp", "at", "pitch", "instrument", "t_arrival", "t_step0", "t_step1", "written")
 
     def __init__(self, instruments: list[str], capacity: int = ONSET_LOG):
         self.instruments = list(instruments)
@@ -56,13 +58,13 @@ class OnsetLog:
         self.count = 0  # note-ons ever logged
 
     def add(self, stamp: int, at: int, pitch: int, instrument: str, t_arrival: float, t_step0: float,
-            t_step1: float) -> None:
+            t_step1: float, written: int) -> None:
         idx = self.instruments.index(instrument) if instrument in self.instruments else -1
-        self._a[self.count % self.capacity] = (stamp, at, pitch, idx, t_arrival, t_step0, t_step1)
+        self._a[self.count % self.capacity] = (stamp, at, pitch, idx, t_arrival, t_step0, t_step1, written)
         self.count += 1
 
     def array(self) -> np.ndarray:
-        """(n, 7) copy of the kept note-ons, oldest first."""
+        """(n, 8) copy of the kept note-ons, oldest first."""
         n = min(self.count, self.capacity)
         idx = np.arange(self.count - n, self.count) % self.capacity
         return self._a[idx].copy()
@@ -157,12 +159,14 @@ class LiveSession:
                     t0 = time.perf_counter()
                     audio = engine.render_step()
                     fill = ring.fill
-                    pos = ring.frames_written + ring.device_offset  # device frame of audio[0]
+                    written = ring.frames_written  # engine output sample of audio[0]
+                    pos = written + ring.device_offset  # its device frame
                     ring.write(audio)
                     t1 = time.perf_counter()
                     pacer.wrote(pacer.deadline(clock[1], period, fill, rate) - t1)
                     for o in engine.onsets:
-                        log.add(o.stamp, pos + o.offset, o.pitch, o.instrument, o.wall, t0, t1)
+                        log.add(o.stamp, pos + o.offset, o.pitch, o.instrument, o.wall, t0, t1,
+                                written + o.offset)
                     self._drain()  # MIDI that came in meanwhile goes into the next step
                 pacer.update(time.perf_counter(), ring.underruns, period)
         except BaseException as exc:  # reported by the main thread
