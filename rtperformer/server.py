@@ -193,12 +193,15 @@ class LiveSession:
     # -- status ------------------------------------------------------------------------------
     def latency_ms(self) -> float:
         """The latency this server adds by its own account, ms: the wait for the next device period
-        (half a period on average) + the lead (and a whole step queued at periods below a step) + the model and synthesis delay + the device's output
-        latency. MIDI delivery and the model's rise are not included (bench/latency.py measures them)."""
+        (half a period on average) + the lead (and a whole step queued at periods below a step) + the
+        chain's declared delay (model and phase lookahead, the streaming iSTFT's n_fft/2 - trim) + the
+        device's output latency. MIDI delivery and the model's rise after that are not included
+        (bench/latency.py measures them: the waterfall)."""
         e = self.engine
         period = self.output.period
+        declared = max(getattr(v, "delay_samples", 0) for v in e.voices.values()) / e.sample_rate
         return ((self.pacer.target(period) - 0.5 * period) * 1e3 / self.rate + self.output.latency * 1e3
-                + e.delay_frames * e.hop * 1e3 / e.sample_rate)
+                + declared * 1e3)
 
     def status_line(self) -> str:
         med, p95, n = self.onsets.ms(self.rate)
