@@ -42,12 +42,23 @@ class MidiEvent(NamedTuple):
     data: bytes
 
     @property
+    def message(self):
+        """The decoded message (:func:`rtperformer.midi.decode.decode`), None when malformed."""
+        from rtperformer.midi.decode import decode
+
+        return decode(self.data)
+
+    @property
     def status(self) -> int:
-        return self.data[0] & 0xF0 if self.data else 0
+        """The status nibble (0x80 note off ... 0xE0 pitch bend) of a valid channel message, else 0."""
+        m = self.message
+        return self.data[0] & 0xF0 if m is not None and m.channel >= 0 else 0
 
     @property
     def channel(self) -> int:
-        return self.data[0] & 0x0F if self.data else 0
+        """MIDI channel 0-15; -1 for system or malformed messages."""
+        m = self.message
+        return m.channel if m is not None else -1
 
     @classmethod
     def from_mido(cls, msg: Any, sample_time: int) -> "MidiEvent":
@@ -117,10 +128,12 @@ def score_events(score: Any, sample_rate: int, channels: Iterable[int] | None = 
     ``channels``: keep only these MIDI channels (None: all). This is the stream a live pianoroll sees
     when the score is replayed; it yields the same rolls as the offline path.
     """
+    from rtperformer.midi.decode import decode
+
     keep = None if channels is None else set(channels)
     out = []
     for msg in timeline(score.notes, score.controls):
-        if keep is not None and (msg.data[0] & 15) not in keep:
+        if keep is not None and decode(msg.data).channel not in keep:
             continue
         out.append(MidiEvent(seconds_to_sample(msg.time, sample_rate), msg.data))
     return out
