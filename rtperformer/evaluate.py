@@ -25,24 +25,7 @@ import numpy as np
 from rtperformer.atomic import atomic_write
 from rtperformer.config import Config
 from rtperformer.errors import UserError
-from rtperformer.metrics import (
-    ATTACK_S,
-    NOISE_FLOOR_DB,
-    ONSET_WINDOW_S,
-    PITCH_TOL_CENTS,
-    SHARPNESS_BAND_HZ,
-    NoteRegions,
-    Pool,
-    cents_error,
-    detect_onsets,
-    floor_power,
-    lsd_frames,
-    note_regions,
-    onset_errors,
-    pitch_track,
-    power_from_features,
-    sharpness_frames,
-)
+from rtperformer import metrics
 
 # ----------------------------------------------------------------------------------------------------
 # one piece
@@ -66,40 +49,40 @@ class Piece:
     baselines: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool = True) -> dict[str, Any]:
+def score_piece(piece: Piece, cfg: Config, pools: dict[str, metrics.Pool], pitch: bool = True) -> dict[str, Any]:
     """Add ``piece``'s numbers to ``pools`` (keys target, model, and each baseline kind) and return the
     piece's own summary."""
     a = cfg.audio
     fr = a.frame_rate
     T = piece.x.shape[-1]
-    regions = note_regions(piece.x, a.n_fft, a.hop, fr)
-    ref = power_from_features(piece.target_features[:, :T], a.power_scale)
-    floor = floor_power(ref)
+    regions = metrics.note_regions(piece.x, a.n_fft, a.hop, fr)
+    ref = metrics.power_from_features(piece.target_features[:, :T], a.power_scale)
+    floor = metrics.floor_power(ref)
     freqs = np.arange(a.n_bins) * a.sample_rate / a.n_fft
-    band = np.nonzero((freqs >= SHARPNESS_BAND_HZ[0]) & (freqs <= SHARPNESS_BAND_HZ[1]))[0]
+    band = np.nonzero((freqs >= metrics.SHARPNESS_BAND_HZ[0]) & (freqs <= metrics.SHARPNESS_BAND_HZ[1]))[0]
     bins = slice(int(band[0]), int(band[-1]) + 1) if band.size else slice(0, a.n_bins)
     sounding = np.isfinite(regions.score_midi)
     fmin = 440.0 * 2 ** ((np.nanmin(regions.score_midi) - 2 - 69) / 12) if sounding.any() else 50.0
     fmax = 440.0 * 2 ** ((np.nanmax(regions.score_midi) + 2 - 69) / 12) if sounding.any() else 2000.0
     result: dict[str, Any] = {"id": piece.piece_id, "seconds": round(T / fr, 2)}
 
-    def audio_metrics(pool: Pool, audio: np.ndarray, power: np.ndarray, reg: NoteRegions) -> None:
-        pool.add("sharpness", sharpness_frames(power, floor, bins)[reg.mono_sustain])
-        det = detect_onsets(power, fr)
-        pool.add("onset_ms", onset_errors(det, reg.onsets, fr))
+    def audio_metrics(pool: metrics.Pool, audio: np.ndarray, power: np.ndarray, reg: metrics.NoteRegions) -> None:
+        pool.add("sharpness", metrics.sharpness_frames(power, floor, bins)[reg.mono_sustain])
+        det = metrics.detect_onsets(power, fr)
+        pool.add("onset_ms", metrics.onset_errors(det, reg.onsets, fr))
         if pitch and reg.mono_sustain.any():
             times = np.arange(power.shape[1]) * a.hop / a.sample_rate
-            f0 = pitch_track(audio, a.sample_rate, times, fmin, fmax)
-            c = cents_error(f0, reg.score_midi[: len(f0)])[reg.mono_sustain[: len(f0)]]
+            f0 = metrics.pitch_track(audio, a.sample_rate, times, fmin, fmax)
+            c = metrics.cents_error(f0, reg.score_midi[: len(f0)])[reg.mono_sustain[: len(f0)]]
             pool.add("cents", c)
             ids = reg.note_ids[: len(f0)][reg.mono_sustain[: len(f0)]]
             note_meds = [np.nanmedian(c[ids == i]) if np.isfinite(c[ids == i]).any() else np.nan for i in np.unique(ids)]
             pool.add("note_cents", np.asarray(note_meds, np.float64))
 
-    def spectral(pool: Pool, est: np.ndarray, prefix: str = "", own: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+    def spectral(pool: metrics.Pool, est: np.ndarray, prefix: str = "", own: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Frame-aligned numbers of est (n_bins, T) vs the target; the level uses ``own`` = (power, note
         mask) of the system's own, possibly differently timed, frames when given."""
-        d = lsd_frames(ref, est, floor)
+        d = metrics.lsd_frames(ref, est, floor)
         level_power, est_notes = own if own is not None else (est, regions.notes)
         if prefix:
             pool.add("lsd_audio", d[regions.notes])
@@ -110,7 +93,7 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
         pool.add("lsd_attack", d[regions.attack])
         pool.add("lsd_sustain", d[regions.sustain])
         pool.add("lsd_all", d)
-        pool.add("sharpness_frames", sharpness_frames(est, floor, bins)[regions.mono_sustain])
+        pool.add("sharpness_frames", metrics.sharpness_frames(est, floor, bins)[regions.mono_sustain])
         pool.add_sum("sc_num", float(np.sum((np.sqrt(ref) - np.sqrt(est)) ** 2)))
         pool.add_sum("sc_den", float(np.sum(ref)))
         pool.add_sum("pow_est", float(level_power[:, est_notes].sum()))
@@ -126,32 +109,32 @@ def score_piece(piece: Piece, cfg: Config, pools: dict[str, Pool], pitch: bool =
 
     from rtperformer.dsp import log_power
 
-    systems: dict[str, Pool] = {}
+    systems: dict[str, metrics.Pool] = {}
     # target: only its own audio-side numbers (sharpness, pitch, onsets) as the reference row
-    p = Pool()
+    p = metrics.Pool()
     audio_metrics(p, piece.target_audio, ref, regions)
     systems["target"] = p
     if piece.model_features is not None:
-        p = Pool()
-        est = power_from_features(fit(piece.model_features), a.power_scale)
+        p = metrics.Pool()
+        est = metrics.power_from_features(fit(piece.model_features), a.power_scale)
         spectral(p, est)
         if piece.model_audio is not None:
-            ea = power_from_features(fit(log_power(piece.model_audio, a)), a.power_scale)
+            ea = metrics.power_from_features(fit(log_power(piece.model_audio, a)), a.power_scale)
             spectral(p, ea, prefix="audio")
             audio_metrics(p, piece.model_audio, ea, regions)
         systems["model"] = p
     for kind, (bx, bfeat, baudio) in piece.baselines.items():
         # frame-aligned numbers on the target's grid; level, sharpness, pitch and onsets on its own frames
-        p = Pool()
+        p = metrics.Pool()
         n = min(bx.shape[-1], bfeat.shape[-1])
-        own = power_from_features(bfeat[:, :n], a.power_scale)
-        breg = note_regions(bx[:, :n], a.n_fft, a.hop, fr)
-        spectral(p, power_from_features(fit(bfeat), a.power_scale), own=(own, breg.notes))
+        own = metrics.power_from_features(bfeat[:, :n], a.power_scale)
+        breg = metrics.note_regions(bx[:, :n], a.n_fft, a.hop, fr)
+        spectral(p, metrics.power_from_features(fit(bfeat), a.power_scale), own=(own, breg.notes))
         audio_metrics(p, baudio, own, breg)
         systems[kind] = p
     for name, p in systems.items():
         result[name] = p.summary()
-        dst = pools.setdefault(name, Pool())
+        dst = pools.setdefault(name, metrics.Pool())
         for k, v in p.lists.items():
             dst.lists.setdefault(k, []).extend(v)
         for k, v in p.sums.items():
@@ -239,7 +222,7 @@ def evaluate(
     """
     a = cfg.audio
     baselines = baselines or {}
-    pools: dict[str, Pool] = {}
+    pools: dict[str, metrics.Pool] = {}
     per_piece = []
     first: Piece | None = None
     it = pieces
@@ -275,12 +258,12 @@ def evaluate(
             summary[kind]["aligned"] = kind != "deadpan"
     report = {
         "settings": {
-            "noise_floor_db": NOISE_FLOOR_DB,
+            "noise_floor_db": metrics.NOISE_FLOOR_DB,
             "noise_floor_ref": "peak bin power of each target piece",
-            "attack_ms": ATTACK_S * 1000,
-            "pitch_tolerance_cents": PITCH_TOL_CENTS,
-            "onset_window_ms": ONSET_WINDOW_S * 1000,
-            "sharpness_band_hz": list(SHARPNESS_BAND_HZ),
+            "attack_ms": metrics.ATTACK_S * 1000,
+            "pitch_tolerance_cents": metrics.PITCH_TOL_CENTS,
+            "onset_window_ms": metrics.ONSET_WINDOW_S * 1000,
+            "sharpness_band_hz": list(metrics.SHARPNESS_BAND_HZ),
             "pitch": "librosa.pyin at 16 kHz on sustained monophonic frames vs the score pitch" if pitch else "off",
             "max_seconds_per_piece": max_seconds,
             "audio": {"sample_rate": a.sample_rate, "n_fft": a.n_fft, "hop": a.hop},
@@ -306,7 +289,7 @@ def plot_spectrograms(piece: Piece, cfg: Config, path: Path, seconds: float = 8.
 
     a = cfg.audio
     T = min(piece.x.shape[-1], int(seconds * a.frame_rate))
-    ref = power_from_features(piece.target_features[:, :T], a.power_scale)
+    ref = metrics.power_from_features(piece.target_features[:, :T], a.power_scale)
     peak = max(float(ref.max()), 1e-20)
     rows = [("target (expressive render)", piece.target_features)]
     if piece.model_features is not None:
@@ -317,11 +300,11 @@ def plot_spectrograms(piece: Piece, cfg: Config, path: Path, seconds: float = 8.
     kmax = int(fmax * a.n_fft / a.sample_rate) + 1
     fig, axes = plt.subplots(len(rows), 1, figsize=(10, 2.6 * len(rows)), sharex=True, squeeze=False)
     for ax, (name, feats) in zip(axes[:, 0], rows):
-        pw = power_from_features(feats[:kmax, :T], a.power_scale)
-        db = 10 * np.log10(np.maximum(pw / peak, 10 ** (NOISE_FLOOR_DB / 10)))
+        pw = metrics.power_from_features(feats[:kmax, :T], a.power_scale)
+        db = 10 * np.log10(np.maximum(pw / peak, 10 ** (metrics.NOISE_FLOOR_DB / 10)))
         if db.shape[1] < T:
-            db = np.pad(db, ((0, 0), (0, T - db.shape[1])), constant_values=NOISE_FLOOR_DB)
-        im = ax.imshow(db, origin="lower", aspect="auto", vmin=NOISE_FLOOR_DB, vmax=0, cmap="magma",
+            db = np.pad(db, ((0, 0), (0, T - db.shape[1])), constant_values=metrics.NOISE_FLOOR_DB)
+        im = ax.imshow(db, origin="lower", aspect="auto", vmin=metrics.NOISE_FLOOR_DB, vmax=0, cmap="magma",
                        extent=(0, db.shape[1] / a.frame_rate, 0, kmax * a.sample_rate / a.n_fft))
         ax.set_title(name, fontsize=9)
         ax.set_ylabel("Hz")

@@ -136,6 +136,7 @@ def test_target_against_itself_is_perfect_and_gain_shows_in_level(piece, tmp_pat
     m, t, b = report["summary"]["model"], report["summary"]["target"], report["summary"]["flat"]
     assert m["lsd_db"] == 0 and m["lsd_attack_db"] == 0 and m["lsd_sustain_db"] == 0 and m["sc"] == 0
     assert m["level_db"] == 0 and m["sharpness_db"] == t["sharpness_db"]
+    assert set(m) >= {"lsd_all_db", "lsd_audio_db", "sc_audio", "sharpness_frames_db", "pitch", "onset"}
     assert b["level_db"] == pytest.approx(-6.02, abs=0.01) and b["sc"] == pytest.approx(0.5, abs=1e-3)
     assert 0 < b["lsd_sustain_db"] <= 6.03 and 0 < b["lsd_db"] <= 6.03
     # this pure tone's median bin sits at the noise floor (fixed by the target's peak): only the peak moves

@@ -77,37 +77,17 @@ def _heap_pop(keys, idx, size):
     return item, size
 
 
-@njit(cache=True, inline="always")
-def _sift_min(keys, idx, start, end):
-    """Min-heap sift-down of keys[start] within keys[:end] (idx moves along)."""
-    i = start
-    key = keys[i]
-    item = idx[i]
-    while True:
-        c = 2 * i + 1
-        if c >= end:
-            break
-        if c + 1 < end and keys[c + 1] < keys[c]:
-            c += 1
-        if keys[c] >= key:
-            break
-        keys[i] = keys[c]
-        idx[i] = idx[c]
-        i = c
-    keys[i] = key
-    idx[i] = item
-
-
 @njit(cache=True)
-def _sort_desc(keys, idx, n):
-    """Sort keys[:n] in place, largest first, idx along (heapsort on a min-heap: no allocation)."""
-    for start in range(n // 2 - 1, -1, -1):
-        _sift_min(keys, idx, start, n)
+def _sort_ascending(keys, idx, n):
+    """Heapsort keys[:n] in place, smallest first, idx along (the max-heap above; no allocation)."""
+    size = 0
+    for i in range(n):
+        size = _heap_push(keys, idx, size, keys[i], idx[i])
     for end in range(n - 1, 0, -1):
-        k, i = keys[0], idx[0]
-        keys[0], idx[0] = keys[end], idx[end]
-        keys[end], idx[end] = k, i
-        _sift_min(keys, idx, 0, end)
+        key = keys[0]
+        item, size = _heap_pop(keys, idx, size)
+        keys[end] = key
+        idx[end] = item
 
 
 @njit(cache=True, nogil=True)
@@ -191,11 +171,11 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                     pkeys[np_prev] = logs_prev[k]
                     porder[np_prev] = k
                     np_prev += 1
-            _sort_desc(pkeys, porder, np_prev)
-        ip = 0
+            _sort_ascending(pkeys, porder, np_prev)
+        ip = np_prev - 1  # the list is consumed from its end, largest first
         size = 0
         while todo > 0:
-            if size == 0 and ip >= np_prev:
+            if size == 0 and ip < 0:
                 best = -1
                 bk = -1e300
                 for k in range(M):
@@ -207,9 +187,9 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                 todo -= 1
                 size = _heap_push(keys, idx, size, logs_cur[best], best)
                 continue
-            if ip < np_prev and (size == 0 or pkeys[ip] >= keys[0]):
+            if ip >= 0 and (size == 0 or pkeys[ip] >= keys[0]):
                 k = porder[ip]
-                ip += 1
+                ip -= 1
                 if not done[k]:
                     phase[k] = state_phase[k] + 0.5 * (state_tgrad[k] + tgrad[k])
                     done[k] = True
