@@ -488,3 +488,47 @@ def test_sequencer_disconnecting_from_the_virtual_port_releases_notes(jack_serve
     assert np.all(x[gone + int(1.2 * rate): gone + int(2.0 * rate)] == 0.0), "the held note outlived its sequencer"
     assert "MIDI input disconnected: all notes released" in text, text[-2000:]
     assert _rms(x[again: again + int(0.5 * rate)]) > 1e-4
+
+
+def test_midi_flood_over_a_full_queue_leaves_no_stuck_note(jack_server, tiny_model_dir, tmp_path):
+    """12,000 messages in 0.4 s (bursts of 300 note-ons and their 300 note-offs inside one JACK period)
+    into a 64-slot event queue: note-ons and controllers are dropped, note-offs never (the reserve, or a
+    channel-wide release when even that is full), so the output is silent again after the release time and
+    the next note sounds. On main the full queue dropped note-offs like anything else: stuck notes."""
+    cfg = _serve_config(tmp_path, "streaming")
+    cfg.write_text(cfg.read_text() + "  event_queue: 64\n")
+    rng = np.random.default_rng(5)
+    args = ["--virtual", "in", "--client-name", "rtpflood", "--midi-api", "jack", "--config", str(cfg),
+            "--model", f"violin={tiny_model_dir}"]
+    proc, midi_port, audio_ports, err = _start_server(args, jack_server.env())
+    probe = None
+    try:
+        probe = JackProbe("rtpfloodprobe", len(audio_ports), seconds=6)
+        probe.client.activate()
+        _connect(probe, midi_port, audio_ports)
+        time.sleep(1.0)
+        rate = probe.rate
+        events = []
+        for burst in range(20):
+            at = int(burst * 0.02 * rate)
+            keys = [(int(rng.integers(0, 3)), int(rng.integers(36, 96))) for _ in range(300)]
+            events += [(at, bytes((0x90 | c, p, 100))) for c, p in keys]
+            events += [(at + 1, bytes((0x80 | c, p, 0))) for c, p in keys]
+        t_after = int(2.5 * rate)
+        events += [(t_after, b"\x90\x45\x64"), (t_after + int(0.3 * rate), b"\x80\x45\x00")]
+        probe.play_frames(events, lead=int(0.1 * rate))
+        probe.wait_frame(int(3.5 * rate))
+        x = probe.buf[: probe.recorded, 0].copy()
+        assert proc.poll() is None, "".join(err)[-3000:]
+    finally:
+        if probe is not None:
+            probe.close()
+        rc = _stop(proc)
+    text = "".join(err)
+    assert rc == 0, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    assert " dropped " in last, last  # the queue did overflow
+    assert _rms(x[int(0.1 * rate): int(0.5 * rate)]) > 1e-4  # the flood played
+    quiet = x[int((0.1 + 0.4 + RELEASE + OUT_DELAY + 0.3) * rate): int(2.5 * rate)]
+    assert len(quiet) > 0.5 * rate and np.all(quiet == 0.0), "a note stayed stuck after the flood"
+    assert _rms(x[t_after + int(0.1 * rate): t_after + int(0.4 * rate)]) > 1e-4, "no sound after the flood"
