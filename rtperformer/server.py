@@ -390,7 +390,8 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
             own_midi = None if midi_file or api != "jack" else f"{client_name}:{virtual or 'in'}"
             pattern = connect_midi or ("all" if virtual else "none")
             for a, b in route(own_midi, ports, pattern, connect_audio, client_name):
-                print(f"connected: {a} -> {b}", flush=True)
+                sys.stderr.write(f"connected: {a} -> {b}\n")  # stdout's first line stays "ready:"
+            sys.stderr.flush()
         audio = ",".join(ports) if ports else dev_info["name"]
         print(f"ready: midi={source.port_name} audio={audio}", flush=True)
         t_end = None if duration is None else time.perf_counter() + duration

@@ -56,8 +56,10 @@ class Server:
         self.out: list[str] = []
         self.err: list[str] = []
         self.ready = threading.Event()
-        threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True).start()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._threads = [threading.Thread(target=lambda: self.err.extend(self.proc.stderr), daemon=True),
+                         threading.Thread(target=self._read, daemon=True)]
+        for t in self._threads:
+            t.start()
         deadline = time.monotonic() + 180
         while not self.ready.wait(0.1):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -72,16 +74,20 @@ class Server:
 
     @property
     def connected(self) -> list[str]:
-        return [line.split(":", 1)[1].strip() for line in self.out if line.startswith("connected:")]
+        """The ``connected: A -> B`` lines serve wrote on stderr (complete once :meth:`stop` returned)."""
+        return [line.split(":", 1)[1].strip() for line in self.err if line.startswith("connected:")]
 
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()
         try:
-            return self.proc.wait(timeout=30)
+            rc = self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            return self.proc.wait()
+            rc = self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=10)
+        return rc
 
 
 def _play(probe: JackProbe, events, total: float) -> np.ndarray:
@@ -111,8 +117,8 @@ def test_connect_midi_all_and_audio_pattern(jack_server, tiny_violin, tmp_path):
     try:
         server = Server(["--virtual", "in", "--model", f"violin={tiny_violin}", "--config", str(_config(tmp_path)),
                          "--connect-audio", "^rtpkbd:", "--quiet"], jack_server.env())
-        assert "rtpkbd:midi_out -> rtproute:in" in server.connected, server.out
-        assert f"{SERVER}-out:out_0 -> rtpkbd:in_0" in server.connected, server.out
+        assert server.out[0].startswith("ready:")  # stdout's first line; the connections go to stderr
+        assert _connections(f"{SERVER}:in") == {"rtpkbd:midi_out"}
         assert _connections(f"{SERVER}-out:out_0") == {"rtpkbd:in_0"}  # PortAudio's system links replaced
         time.sleep(1.0)
         x, base = _play(probe, [(0.2, bytes([0x90, 69, 100])), (0.8, bytes([0x80, 69, 0]))], 1.5)
@@ -123,6 +129,8 @@ def test_connect_midi_all_and_audio_pattern(jack_server, tiny_violin, tmp_path):
         if server is not None:
             assert server.stop() == 0, "".join(server.err)[-3000:]
         probe.close()
+    assert "rtpkbd:midi_out -> rtproute:in" in server.connected, server.err
+    assert f"{SERVER}-out:out_0 -> rtpkbd:in_0" in server.connected, server.err
 
 
 def test_connect_midi_regex_and_no_connect(jack_server, tiny_violin, tmp_path):
@@ -132,13 +140,14 @@ def test_connect_midi_regex_and_no_connect(jack_server, tiny_violin, tmp_path):
     try:
         server = Server(["--virtual", "in", "--model", f"violin={tiny_violin}", "--config", str(_config(tmp_path)),
                          "--connect-midi", "rtpseq:midi", "--quiet", "--duration", "2"], jack_server.env())
-        assert "rtpseq:midi_out -> rtproute:in" in server.connected, server.out
+        assert _connections(f"{SERVER}:in") == {"rtpseq:midi_out"}
         assert server.stop() == 0
+        assert "rtpseq:midi_out -> rtproute:in" in server.connected, server.err
         server = Server(["--virtual", "in", "--model", f"violin={tiny_violin}", "--config", str(_config(tmp_path)),
                          "--connect-midi", "rtpseq", "--no-connect", "--quiet", "--duration", "3"], jack_server.env())
-        assert server.connected == []
         assert _connections(f"{SERVER}:in") == set() and _connections(f"{SERVER}-out:out_0") == set()
         assert server.stop() == 0
+        assert server.connected == []
     finally:
         probe.close()
 
