@@ -168,6 +168,7 @@ class LiveSession:
                         log.add(o.stamp, pos + o.offset, o.pitch, o.instrument, o.wall, t0, t1,
                                 written + o.offset)
                     self._drain()  # MIDI that came in meanwhile goes into the next step
+                    pacer.update(t1, ring.underruns, period)  # also while behind (an overload)
                 pacer.update(time.perf_counter(), ring.underruns, period)
         except BaseException as exc:  # reported by the main thread
             self.error = exc
@@ -211,7 +212,9 @@ class LiveSession:
                 f"period {self.output.period}  lead {self.pacer.lead * 1e3 / self.rate:.1f}ms  "
                 f"underruns {self.ring.underruns}  xruns {self.output.status_flags}  "
                 f"latency {self.latency_ms():.1f}ms  note->out {lat}  {self.backend_name}"
-                f"{' rt' if self.realtime else ''}" + "".join("  " + f() for f in self.status_fields))
+                f"{' rt' if self.realtime else ''}" + "".join("  " + f() for f in self.status_fields)
+                + ("  OVERLOAD: rendering is slower than real time, audio comes late with gaps (fewer "
+                   "instruments, serve.voice_threads, or configs/serve-steady.yaml)" if self.pacer.overloaded else ""))
 
     def latency_log(self) -> dict:
         """Note-ons and recent callbacks with their clocks, for bench/latency.py's waterfall."""

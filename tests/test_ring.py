@@ -115,7 +115,7 @@ def test_pacer_grows_on_underruns_and_gives_the_lead_back_when_in_time():
     assert p.update(0.3, 3, 256) and p.lead == 256  # underruns in the window: one period more
     for i in range(5):
         p.update(0.6 + 0.3 * i, 10 + i, 256)
-    assert p.lead == 1024  # capped
+    assert p.lead == 1024 and p.overloaded  # capped; late in every window of the last second
     assert p.update(2.4, 14, 64) is False  # capped: no change
     t = 2.4
     for k in range(3):  # three calm windows with >= 22.5 ms of slack: not yet
@@ -124,6 +124,7 @@ def test_pacer_grows_on_underruns_and_gives_the_lead_back_when_in_time():
         assert not p.update(t, 14, 256)
     p.wrote(0.030)
     assert p.update(t + 0.3, 14, 256) and p.lead == 0  # the fourth: all given back (4 periods of spare)
+    assert not p.overloaded
     p2 = Pacer(48000, floor=128, ceiling=4096, min_grow=128)
     p2.update(0.0, 0, 64)
     assert p2.update(0.3, 1, 64) and p2.lead == 256  # small periods grow by min_grow

@@ -58,6 +58,7 @@ class Pacer:
         self._underruns = 0
         self.grown = 0  # windows that grew the lead (underruns)
         self.shrunk = 0  # windows that shrank it
+        self.late_windows = 0  # windows in a row with underruns (the status line's overload notice)
 
     def target(self, period: int) -> int:
         """Frames the ring should hold after a render: the next device period (at least one step) plus
@@ -89,6 +90,7 @@ class Pacer:
         if underruns > self._underruns:
             self.lead = min(self.ceiling, self.lead + max(period, self.min_grow))
             self._calm.clear()
+            self.late_windows += 1
         elif math.isfinite(self.min_slack_s):
             self._calm.append(self.min_slack_s)
             if len(self._calm) >= self.calm_windows:
@@ -96,6 +98,8 @@ class Pacer:
                 if spare >= period and self.lead > self.floor:
                     self.lead = max(self.floor, self.lead - (spare // period) * period)
                 self._calm.clear()
+        if underruns == self._underruns:
+            self.late_windows = 0
         self._t_window = now
         self._underruns = underruns
         self.min_slack_s = math.inf
@@ -104,3 +108,9 @@ class Pacer:
         elif self.lead < old:
             self.shrunk += 1
         return self.lead != old
+
+    @property
+    def overloaded(self) -> bool:
+        """Underruns in every window of the last second although the lead grew each time: the render is
+        slower than real time, not jittery."""
+        return self.late_windows >= self.calm_windows
