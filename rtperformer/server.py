@@ -379,7 +379,8 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal ends cleanly too
             signal.signal(sig, lambda *_: stop.set())
         session.status_fields.append(lambda: midi_status(source, events, engine))
-        session.watchers.append(source.watch)  # a lost MIDI port: notes released, re-found by name
+        if hasattr(source, "watch"):  # a port (not a file replay): a lost port is released and re-found
+            session.watchers.append(source.watch)
         session.status_fields.append(lambda: f"step p99 {engine.step_ms():.2f}ms")
         session.status_fields.append(engine.ignored_status)
         if recorder is not None:
