@@ -17,16 +17,15 @@ import json
 import re
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
-from latency import RATE, PERIOD, start_rtperformer, stop  # noqa: E402
+from latency import RATE, PERIOD, play_and_record, start_rtperformer, stop  # noqa: E402
 
-from rtperformer.jacktools import JackProbe, PrivateJackServer  # noqa: E402
+from rtperformer.jacktools import PrivateJackServer  # noqa: E402
 
 RANGES = {0: (64, 88), 1: (40, 64), 2: (72, 93)}  # violin, cello, flute (MIDI pitches)
 PROGRAMS = {0: 40, 1: 42, 2: 73}
@@ -65,19 +64,11 @@ def run(seconds: float, settings: list[str], seed: int) -> dict:
         cfg.write_text("\n".join(lines) + "\n" if settings else "{}\n")
         proc, midi_port, audio_ports, err = start_rtperformer(jackd.env(), "streaming", [], cfg, "rtpdsrv",
                                                               quiet=False)
-        probe = JackProbe("rtpdense-probe", 1, seconds=seconds + 3)
+        base = int(0.3 * RATE)
         try:
-            probe.client.activate()
-            probe.client.connect(probe.midi_out, midi_port)
-            probe.client.connect(audio_ports[0], probe.inputs[0])
-            time.sleep(1.0)
-            base = int(0.3 * RATE)
-            probe.play_frames(sched, base)
-            probe.wait_frame(base + int((seconds + 1.5) * RATE), timeout=seconds * 3 + 60)
-            x = probe.buf[: probe.recorded, 0].copy()
-            xruns = probe.xruns
+            x, xruns, _ = play_and_record("rtpdense-probe", midi_port, audio_ports[0], sched, base, seconds + 1.5,
+                                          settle=1.0)
         finally:
-            probe.close()
             rc = stop(proc)
     status = [line.strip() for line in err if "underruns" in line]
     last = status[-1] if status else ""

@@ -199,6 +199,24 @@ def start_fluidsynth(env: dict, client: str, timeout: float = 60):
         q.close()
 
 
+def play_and_record(name: str, midi_port: str, audio_port: str, sched: list[tuple[int, bytes]], base: int,
+                    seconds: float, settle: float) -> tuple[np.ndarray, int, np.ndarray]:
+    """A probe connected to the system's ports plays ``sched`` ((frame, message)) from recording frame
+    ``base`` after ``settle`` seconds and records ``seconds`` past ``base``. Returns (audio (N,), the
+    probe's xruns, its cycle log (JackProbe.cycle_log))."""
+    probe = JackProbe(name, 1, seconds=seconds + 2)
+    try:
+        probe.client.activate()
+        probe.client.connect(probe.midi_out, midi_port)
+        probe.client.connect(audio_port, probe.inputs[0])
+        time.sleep(settle)
+        probe.play_frames(sched, base)
+        probe.wait_frame(base + int(seconds * RATE), timeout=seconds * 4 + 60)
+        return probe.buf[: probe.recorded, 0].copy(), probe.xruns, probe.cycle_log()
+    finally:
+        probe.close()
+
+
 def stop(proc: subprocess.Popen) -> int:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
@@ -218,20 +236,11 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print, 
         sched = [(0, bytes([0xC0, 40]))] + [(f + RATE // 2, d) for f, d in sched]
         marks = [(a + RATE // 2, b + RATE // 2, k) for a, b, k in marks]
     total = max(f for f, _ in sched) / RATE + 1.0
-    probe = JackProbe(f"rtpbench-probe-{system}", 1, seconds=total + 2)
+    base = int(0.3 * RATE)
     try:
-        probe.client.activate()
-        probe.client.connect(probe.midi_out, midi_port)
-        probe.client.connect(audio_ports[0], probe.inputs[0])
-        time.sleep(0.3)
-        base = int(0.3 * RATE)
-        probe.play_frames(sched, base)
-        probe.wait_frame(base + int(total * RATE), timeout=total * 4 + 60)
-        x = probe.buf[: probe.recorded, 0].copy()
-        xruns = probe.xruns
-        cycles = probe.cycle_log()
+        x, xruns, cycles = play_and_record(f"rtpbench-probe-{system}", midi_port, audio_ports[0], sched, base,
+                                           total, settle=0.3)
     finally:
-        probe.close()
         rc = stop(proc)
     lat, first, invalid, kinds = [], [], {}, {"single": [], "chord": []}
     dropouts = 0
@@ -260,7 +269,7 @@ def measure(env: dict, system: str, start, n_events: int, seed: int, log=print, 
         rows = stages_for([(base + a, base + b, k) for a, b, k in marks], json.loads(latency_log.read_text()),
                           cycles, x, RATE, detect_onset, FIRST_SOUND_FRACTION)
         out["waterfall"] = summarize_stages(rows)
-        log(f"   waterfall (medians, ms): " + ", ".join(f"{k} {v:.2f}" for k, v in out["waterfall"].items()
+        log("   waterfall (medians, ms): " + ", ".join(f"{k} {v:.2f}" for k, v in out["waterfall"].items()
                                                       if isinstance(v, float)))
     if system != "fluidsynth":
         status = [line.strip() for line in errlog if "underruns" in line]

@@ -13,15 +13,13 @@ the callback, and that concurrent voices mix to the sum of their parts.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import time
 
 import numpy as np
 import pytest
 
 from rtperformer.jacktools import JackProbe
-from test_jack_serve import _align, _start_server
+from test_jack_serve import _align, _start_server, _stop_server
 
 NAMES = ("violin", "cello", "flute")
 NOTES = ((0.30, 0, 69, 100), (0.55, 1, 48, 80), (0.80, 2, 79, 110))  # (s, channel, pitch, velocity)
@@ -86,12 +84,7 @@ def test_three_instruments_mix_is_the_sum_of_each_alone(jack_server, three_model
     finally:
         if probe is not None:
             probe.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rc = proc.wait()
+        rc = _stop_server(proc)
     assert rc == 0, "".join(err)[-3000:]
     log = json.loads(log_path.read_text())
     rows = np.asarray(log["onsets"]).reshape(-1, len(log["fields"]))

@@ -13,7 +13,6 @@ Measured and printed (never asserted): note-on -> onset latency (median, p95), x
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -54,6 +53,16 @@ def _start_server(args: list[str], env: dict, timeout: float = 180.0):
     ready_line = next(line for line in lines if line.startswith("ready:"))
     fields = dict(kv.split("=", 1) for kv in ready_line.split()[1:])
     return proc, fields["midi"], fields["audio"].split(","), err
+
+
+def _stop_server(proc, sig=signal.SIGINT, timeout: float = 30.0) -> int:
+    """Stop a served subprocess with ``sig`` (killed after ``timeout`` s); its exit code."""
+    proc.send_signal(sig)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def _onset(x: np.ndarray, start: int, stop: int, frac: float = 0.1) -> int | None:
@@ -190,12 +199,7 @@ def run_session(jack_server, tmp: Path, model_args: list[str], mode: str = "stre
             probe.client.deactivate()
             probe.client.close()
         if proc is not None:
-            proc.send_signal(stop_signal)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
+            rc = _stop_server(proc, stop_signal)
     assert rc == 0, "".join(err)[-3000:]
     import soundfile as sf
 

@@ -13,16 +13,14 @@
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rtperformer.jacktools import JackProbe
-from test_jack_serve import REPO, _dominant_midi, _onset, _rms, _start_server
+from test_jack_serve import REPO, _dominant_midi, _onset, _rms, _start_server, _stop_server
 
 PITCHES = (67, 72, 76, 69)
 NOTE_S, GAP_S, RELEASE = 0.35, 0.45, 0.15
@@ -74,12 +72,7 @@ def test_shipped_violin_every_period(jack_server, period, tmp_path):
         if probe is not None:
             probe.close()
         if proc is not None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                rc = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                rc = proc.wait()
+            rc = _stop_server(proc)
         _set_period(env, 256)
     assert rc == 0, "".join(err)[-3000:]
     status = [line for line in err if "underruns" in line]
