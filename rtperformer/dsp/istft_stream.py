@@ -24,6 +24,8 @@ import numpy as np
 from rtperformer.config import AudioConfig
 from rtperformer.dsp.features import hann, steady_window_sum
 
+_BLOCK_MIN = 4  # pushes of this many frames or more overlap-add hop rows for all frames at once
+
 
 class StreamingISTFT:
     """Streaming overlap-add iSTFT. push(spec (n_bins, n)) -> float32 (n*hop,)."""
@@ -77,7 +79,8 @@ class StreamingISTFT:
         """Add n frames (complex (n_bins, n)) and return the n*hop output samples they complete, float32.
 
         ``out``: a float32 (n*hop,) array to write them into (no allocation). Each output sample sums its
-        frames in frame order, whatever n: chunking does not change a bit.
+        frames in frame order, whatever n (frame by frame below ``_BLOCK_MIN`` frames, hop rows at once
+        above): chunking does not change a bit.
         """
         if spec.ndim != 2 or spec.shape[0] != self.n_bins:
             raise ValueError(f"StreamingISTFT.push expects ({self.n_bins}, n) spectra, got {spec.shape}")
@@ -94,9 +97,21 @@ class StreamingISTFT:
         else:
             frames[:] = np.fft.irfft(spec.T, n=self.n_fft, axis=1)
         t, m, r = self.trim, self.span, self._r
+        acc, wsum = self._acc, self._wsum
+        if n < _BLOCK_MIN:  # a live step of a frame or two: frame by frame is fewer numpy calls
+            frame = self._win[0, :m]
+            for j in range(n):
+                np.multiply(frames[j, t:], self._w, out=frame)
+                acc[:m] += frame
+                wsum[:m] += self._w2
+                o = out[j * hop : (j + 1) * hop]
+                np.maximum(wsum[:hop], self._floor, out=o)
+                np.divide(acc[:hop], o, out=o)
+                acc[:m] = acc[hop : m + hop]  # shift by one hop (numpy handles the overlapping copy)
+                wsum[:m] = wsum[hop : m + hop]
+            return out
         win = self._win[:n]
         np.multiply(frames[:, t:], self._w, out=win[:, :m])
-        acc, wsum = self._acc, self._wsum
         end = (n + r) * hop
         rows = acc[:end].reshape(-1, hop)
         wrows = wsum[:end].reshape(-1, hop)
