@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             render_cfg = dataclasses.replace(render_cfg, phase=args.phase)
         models[part.instrument] = (model, cfg.replace(render=render_cfg))
         moved = f", {part.transposed} moved by octaves into range" if part.transposed else ""
-        print(f"{part.label} -> {part.instrument} ({part.reason}): {len(part.notes)} notes{moved}; model {spec} "
+        print(f"{part.label} -> {part.instrument} ({part.reason}): {len(part.notes)} note{'s' if len(part.notes) != 1 else ''}{moved}; model {spec} "
               f"({cfg.model.form}, {cfg.audio.sample_rate} Hz, phase {render_cfg.phase})")
     for s in skipped:
         print(f"skipped {s}")
