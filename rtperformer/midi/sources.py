@@ -330,6 +330,9 @@ class FileReplaySource:
         """Messages sent so far (the status line's count, as for a live port)."""
         return self.sent
 
+    def watch(self) -> None:
+        """As :meth:`RtMidiSource.watch`: a file never goes away, nothing to look at."""
+
     def _run(self) -> None:
         set_realtime(self.realtime_priority)
         t0 = time.perf_counter() + self.start_delay
