@@ -29,6 +29,15 @@ def _run(cmd, **kw):
     return r
 
 
+def _setuptools_at_least(major: int) -> bool:
+    """True when this interpreter has setuptools >= ``major`` (pyproject's build backend, SPDX license)."""
+    if importlib.util.find_spec("setuptools") is None:
+        return False
+    from importlib.metadata import version
+
+    return int(version("setuptools").split(".")[0]) >= major
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     """(venv python, a work folder outside the checkout, the environment to run it with)."""
@@ -43,7 +52,7 @@ def installed(tmp_path_factory):
 
     shutil.copytree(REPO, tmp / "src", symlinks=True, ignore=skip)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RTPERFORMER_MODELS", "VIRTUAL_ENV")}
-    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    isolation = ["--no-build-isolation"] if _setuptools_at_least(77) else []  # else pip fetches the backend
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", tmp / "dist", tmp / "src"],
          env=env, cwd=tmp)
     wheel = next((tmp / "dist").glob("rtperformer-*.whl"))
