@@ -9,6 +9,8 @@ change buys from today's weights), identical but for the studied setting: seed 0
 - ``pos``: loss l1, + note-position inputs (onset decays tau 3 and 12 frames, release decay 8 frames; the
   new input weights start at zero, so step 0 is the shipped model);
 - ``flux``: loss l1_flux (L1 + L1 on frame-to-frame change, weight 1), today's inputs;
+- ``posflux``: both;
+- ``onset``: loss l1_onset (L1 with the first 12 frames of every note weighted 4x), today's inputs;
 - ``shipped``: models/violin untouched.
 
     .venv/bin/python bench/study_attack.py --train --attack --eval   # all of it
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +52,8 @@ RUNS = {  # name: (loss, note-position inputs)
     "base": ("l1", False),
     "pos": ("l1", True),
     "flux": ("l1_flux", False),
+    "posflux": ("l1_flux", True),
+    "onset": ("l1_onset", False),
 }
 CLI = [sys.executable, "-m", "rtperformer"]
 PITCHES = [int(p) for p in np.round(np.linspace(55, 91, 21))]
@@ -69,7 +74,7 @@ def run_config(name: str) -> str:
     data = yaml.safe_load((REPO / CONFIG).read_text())
     data["name"] = "realtime-violin-pos"
     data["model"].update(POSITION)
-    path = OUT / "pos.yaml"
+    path = OUT / "pos.yaml"  # the same file for every run with the inputs
     OUT.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return str(path)
@@ -245,6 +250,45 @@ def corpus_alignment(max_pieces: int = 6) -> dict:
             "curve_db": np.mean(curves, 0).round(2).tolist() if curves else None}
 
 
+# -- step cost ----------------------------------------------------------------------------------------
+
+
+def step_cost(steps: int = 1500, rounds: int = 5) -> dict:
+    """CPU time of one 1-frame ONNX Runtime step (the live path), today's inputs vs + note-position inputs,
+    interleaved in rounds on the same machine (process CPU time: a shared machine disturbs it less), and
+    the first contour conv's multiply-adds per frame."""
+    import torch
+
+    from rtperformer.backends import make_backend
+    from rtperformer.config import load_config
+    from rtperformer.model import build_model
+    from rtperformer.model.performancenet import count_parameters
+    from rtperformer.rolls import input_channels
+
+    torch.set_num_threads(1)
+    out = {}
+    backs = {}
+    for name, path in (("today", REPO / CONFIG), ("position", Path(run_config("pos")))):
+        cfg = load_config(path)
+        model = build_model(cfg).eval()
+        b = make_backend("onnx", model, cfg, chunk=1)
+        b.warmup()
+        backs[name] = (b, input_channels(cfg.model))
+        out[name] = {"inputs": input_channels(cfg.model), "params": count_parameters(model), "step_cpu_us": []}
+    for _ in range(rounds):
+        for name, (b, c) in backs.items():
+            x = np.zeros((1, c, 1), np.float32)
+            x[0, 60] = 1.0
+            st = b.init_state()
+            t0 = time.process_time()
+            for _ in range(steps):
+                _, st = b.step(x, st)
+            out[name]["step_cpu_us"].append((time.process_time() - t0) / steps * 1e6)
+    for v in out.values():
+        v["median_step_cpu_us"] = float(np.median(v["step_cpu_us"]))
+    return out
+
+
 # -- summary ------------------------------------------------------------------------------------------
 
 
@@ -268,7 +312,7 @@ def summary() -> dict:
             "onset_median_ms": m.get("onset", {}).get("median_ms"),
         })
     t = att.get("summary", {})
-    return {"config": CONFIG, "runs": rows,
+    return {"config": CONFIG, "runs": rows, "step_cost": read_json(RESULTS / "step_cost.json"),
             "fluidsynth": t.get("fluidsynth"), "oracle": t.get("oracle"), "corpus_alignment": att.get("corpus_alignment")}
 
 
@@ -298,6 +342,7 @@ def main(argv=None) -> int:
     ap.add_argument("--train", action="store_true")
     ap.add_argument("--attack", action="store_true")
     ap.add_argument("--eval", action="store_true")
+    ap.add_argument("--step-cost", action="store_true", help="1-frame ONNX step CPU time, with and without the inputs")
     ap.add_argument("--runs", default="shipped," + ",".join(RUNS), help="comma list for --attack and --eval")
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -312,6 +357,8 @@ def main(argv=None) -> int:
         write_json(res, RESULTS / "attack.json")
     if a.eval:
         eval_all(names)
+    if a.step_cost:
+        write_json(step_cost(), RESULTS / "step_cost.json")
     data = summary()
     write_json(data, RESULTS / "summary.json")
     print(table(data))

@@ -147,6 +147,8 @@ class TrainConfig:
     num_threads: int = 0  # 0 = torch default
     sc_weight: float = 1.0  # l1_sc: weight of spectral convergence next to L1
     flux_weight: float = 1.0  # l1_flux: weight of the L1 on frame-to-frame change next to L1
+    onset_weight: float = 4.0  # l1_onset: weight of the first onset_frames frames of every note
+    onset_frames: int = 12
     grad_clip: float = 0.0  # max global gradient norm; 0 = off (the paper has none)
     valid_windows: int = 64  # fixed clip_frames windows cut from the valid split, spread over its pieces
 

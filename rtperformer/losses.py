@@ -13,6 +13,11 @@ as the model outputs them, and return a scalar tensor plus a dict of float parts
   bin: ``mean |diff_t(pred) - diff_t(target)|``), weighted by ``flux_weight``. Plain L1 lets a slow rise
   cost little (it is a few frames of a long note); the flux term charges the attack's missing jump in full
   (issue 12: the models' attack is slower than their target's).
+- ``l1_onset``: L1 with the first ``onset_frames`` frames from every note onset (``+1`` in the input's onoff
+  rows, x[:, 128:256]) weighted ``onset_weight`` times, normalised by the weights' sum. Needs the input x.
+
+Every loss is called ``loss_fn(pred, target, x=None)``; x (B, C_in, T) is the model input (only
+``l1_onset`` reads it).
 """
 
 from __future__ import annotations
@@ -21,10 +26,10 @@ from typing import Callable
 
 import torch
 
-LOSSES = ("mse", "l1", "l1_sc", "l1_flux")
+LOSSES = ("mse", "l1", "l1_sc", "l1_flux", "l1_onset")
 SC_HEADROOM = 2.0  # l1_sc: predictions above max(target) + this (in log1p-power units) are clamped for SC
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]  # (pred, target, x=None) -> (loss, parts)
 
 
 def features_to_magnitude(features: torch.Tensor, power_scale: float, eps: float = 1e-10) -> torch.Tensor:
@@ -52,14 +57,32 @@ def spectral_flux_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.mean(torch.abs(torch.diff(pred, dim=-1) - torch.diff(target, dim=-1)))
 
 
-def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0, flux_weight: float = 1.0) -> LossFn:
+def onset_weights(x: torch.Tensor, frames: int, weight: float, n_pitches: int = 128) -> torch.Tensor:
+    """(B, 1, T) frame weights: ``weight`` on the ``frames`` frames from each onset (onoff == +1 in any
+    pitch of x (B, C_in, T), rows n_pitches:2*n_pitches), 1 elsewhere."""
+    onset = (x[:, n_pitches:2 * n_pitches] > 0.5).any(dim=1, keepdim=True).float()  # (B, 1, T)
+    # frame t is in an attack when an onset lies in t-frames+1 .. t: a causal running max
+    near = torch.nn.functional.max_pool1d(torch.nn.functional.pad(onset, (frames - 1, 0)), frames, stride=1)
+    return 1.0 + (weight - 1.0) * near
+
+
+def make_loss(name: str, power_scale: float = 1.0, sc_weight: float = 1.0, flux_weight: float = 1.0,
+              onset_weight: float = 4.0, onset_frames: int = 12) -> LossFn:
     """The loss function called ``name`` (one of :data:`LOSSES`); unknown names raise ValueError."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
-    def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(pred: torch.Tensor, target: torch.Tensor, x: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, dict[str, float]]:
         if pred.shape != target.shape:
             raise ValueError(f"prediction shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
+        if name == "l1_onset":
+            if x is None:
+                raise ValueError("loss l1_onset needs the model input x (its onset rows)")
+            w = onset_weights(x, onset_frames, onset_weight)
+            err = torch.mean(torch.abs(pred - target), dim=1, keepdim=True)  # (B, 1, T)
+            loss = torch.sum(w * err) / torch.sum(w)
+            return loss, {"l1_onset": float(loss.detach()), "l1": float(err.mean().detach())}
         if name == "mse":
             loss = torch.mean((pred - target) ** 2)
             return loss, {"mse": float(loss.detach())}

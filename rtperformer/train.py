@@ -136,7 +136,7 @@ def validate(model: torch.nn.Module, windows: Sequence[Window], loss_fn: Callabl
         x = torch.stack([as_tensor(w[0]) for w in group]).to(device)
         y = torch.stack([as_tensor(w[1]) for w in group]).to(device)
         pred = model(x)
-        loss, _ = loss_fn(pred, y)
+        loss, _ = loss_fn(pred, y, x)
         m = feature_metrics(pred, y, power_scale)
         n = float(len(group) * T)
         for j, v in enumerate((float(loss), m["mse"], m["l1"], m["sc"])):
@@ -272,7 +272,7 @@ def train(
         transplant(load_model(init_from)[0].state_dict(), model, f"--init-from {init_from}")
     model = model.to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
-    loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight, tc.flux_weight)
+    loss_fn = make_loss(tc.loss, cfg.audio.power_scale, tc.sc_weight, tc.flux_weight, tc.onset_weight, tc.onset_frames)
     n_params = sum(p.numel() for p in model.parameters())
 
     counters: dict[str, Any] = {"step": 0, "best_valid": math.inf, "best_step": 0, "wall_seconds": 0.0}
@@ -310,7 +310,7 @@ def train(
         x, y = next(stream)
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
         pred = net(x)
-        loss, _parts = loss_fn(pred, y)
+        loss, _parts = loss_fn(pred, y, x)
         if not torch.isfinite(loss):
             raise RuntimeError(f"loss became {float(loss)} at step {step + 1}; lower train.learning_rate or set train.grad_clip")
         set_learning_rate(opt, tc, step, t0, deadline)

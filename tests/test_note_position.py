@@ -142,3 +142,23 @@ def test_l1_flux_charges_a_late_attack():
     assert base.item() == pytest.approx(1.0)
     assert parts["flux"] == pytest.approx(8.0 / 9.0)
     assert total.item() == pytest.approx(1.0 + 8.0 / 9.0)
+
+
+def test_l1_onset_weights_the_first_frames_of_notes():
+    from rtperformer.losses import onset_weights
+
+    x = torch.zeros(1, 385, 10)
+    x[0, 128 + 60, 3] = 1.0  # onset of pitch 60 at frame 3
+    x[0, 128 + 64, 8] = -1.0  # an offset is not an onset
+    w = onset_weights(x, frames=2, weight=5.0)
+    assert w.shape == (1, 1, 10)
+    assert w[0, 0].tolist() == [1, 1, 1, 5, 5, 1, 1, 1, 1, 1]
+    loss = make_loss("l1_onset", onset_weight=5.0, onset_frames=2)
+    target = torch.zeros(1, 4, 10)
+    pred = torch.zeros(1, 4, 10)
+    pred[..., 3] = 1.0  # error 1 on an attack frame only: 5 / (8 + 2*5)
+    val, parts = loss(pred, target, x)
+    assert val.item() == pytest.approx(5.0 / 18.0)
+    assert parts["l1"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="needs the model input"):
+        loss(pred, target)

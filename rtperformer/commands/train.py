@@ -1,7 +1,7 @@
 """``rtperformer train``: train a model from a config (single process, or under torchrun for DDP).
 
     rtperformer train --config configs/X.yaml [--out models/NAME] [--resume] [--steps N] [--minutes M]
-                      [--loss mse|l1|l1_sc|l1_flux] [--lr LR] [--lookahead N] [--init-from MODEL] [--threads N]
+                      [--loss mse|l1|l1_sc|l1_flux|l1_onset] [--lr LR] [--lookahead N] [--init-from MODEL] [--threads N]
     torchrun --standalone --nproc_per_node 2 -m rtperformer train --config ...
 """
 
@@ -22,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from <out>/resume (weights + optimizer)")
     p.add_argument("--steps", type=int, default=None, help="total steps (overrides train.steps)")
     p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops, validates and saves")
-    p.add_argument("--loss", choices=("mse", "l1", "l1_sc", "l1_flux"), default=None, help="overrides train.loss")
+    p.add_argument("--loss", choices=("mse", "l1", "l1_sc", "l1_flux", "l1_onset"), default=None, help="overrides train.loss")
     p.add_argument("--lr", type=float, default=None, help="overrides train.learning_rate (e.g. lower to fine-tune)")
     p.add_argument("--lookahead", type=int, default=None, help="overrides model.lookahead_frames (streaming form)")
     p.add_argument("--init-from", default=None, metavar="MODEL",
