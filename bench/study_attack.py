@@ -11,6 +11,7 @@ change buys from today's weights), identical but for the studied setting: seed 0
 - ``flux``: loss l1_flux (L1 + L1 on frame-to-frame change, weight 1), today's inputs;
 - ``posflux``: both;
 - ``onset``: loss l1_onset (L1 with the first 12 frames of every note weighted 4x), today's inputs;
+- ``posonset``: l1_onset + the note-position inputs;
 - ``shipped``: models/violin untouched.
 
     .venv/bin/python bench/study_attack.py --train --attack --eval   # all of it
@@ -54,6 +55,7 @@ RUNS = {  # name: (loss, note-position inputs)
     "flux": ("l1_flux", False),
     "posflux": ("l1_flux", True),
     "onset": ("l1_onset", False),
+    "posonset": ("l1_onset", True),
 }
 CLI = [sys.executable, "-m", "rtperformer"]
 PITCHES = [int(p) for p in np.round(np.linspace(55, 91, 21))]
@@ -230,24 +232,41 @@ def plot_example(ex: dict, sr: int, path: Path) -> None:
     plt.close(fig)
 
 
-def corpus_alignment(max_pieces: int = 6) -> dict:
-    """Target frames around score onsets after >= 20 frames of silence (test split): mean level in dB re
-    the note's held level at frames -3..+10 of the roll's onset frame (where centred frames put energy)."""
+def corpus_alignment(names: list[str], max_pieces: int = 6, max_seconds: float = 30.0) -> dict:
+    """Target frames around score onsets after >= 20 frames of silence (test split, the first
+    ``max_seconds`` of ``max_pieces`` pieces, as the eval): mean level in dB re the note's held level at
+    frames -3..+10 of the roll's onset frame (where centred frames put energy), and the same for each
+    model's frames of those pieces (its own inputs: CC11 arcs, legato, humanised velocity)."""
+    import torch
+
     from rtperformer.config import load_config
     from rtperformer.data.dataset import piece_arrays
+    from rtperformer.evaluate import model_frames
+    from rtperformer.model.checkpoint import load_model
 
+    torch.set_num_threads(1)
     cfg = load_config(REPO / CONFIG)
-    curves = []
+    models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}
+    curves: dict[str, list] = {"target": [], **{n: [] for n in models}}
+    pieces = {n: piece_arrays(mc.data.corpus_dir, "violin", "test", mc) for n, (_, mc) in models.items()}
+    T_max = int(max_seconds * cfg.audio.frame_rate)
     for k, (_pid, x, y, _audio) in enumerate(piece_arrays(cfg.data.corpus_dir, "violin", "test", cfg)):
         if k >= max_pieces:
             break
+        x, y = x[:, :T_max], y[:, :T_max]
+        ys = {}
+        for n, (model, _mc) in models.items():
+            xn = next(pieces[n])[1][:, :T_max]  # the same piece in the model's own input layout
+            ys[n] = frame_level_db(model_frames(model, xn), cfg.audio.power_scale)
         count = (x[0:128] > 0.5).sum(0)
         lev = frame_level_db(y, cfg.audio.power_scale)
         for f in np.unique(np.nonzero(x[128:256] > 0.5)[1]):
             if f >= 20 and f + 60 < len(count) and count[f - 20:f].sum() == 0 and (count[f:f + 60] > 0).all():
-                curves.append(curve(lev, int(f)))
-    return {"onsets": len(curves), "curve_frames": list(range(*CURVE)),
-            "curve_db": np.mean(curves, 0).round(2).tolist() if curves else None}
+                curves["target"].append(curve(lev, int(f)))
+                for n in models:
+                    curves[n].append(curve(ys[n], int(f)))
+    return {"onsets": len(curves["target"]), "curve_frames": list(range(*CURVE)),
+            "curve_db": {n: (np.mean(c, 0).round(2).tolist() if c else None) for n, c in curves.items()}}
 
 
 # -- step cost ----------------------------------------------------------------------------------------
@@ -353,7 +372,7 @@ def main(argv=None) -> int:
         train_all(a.steps, a.lr, a.minutes)
     if a.attack:
         res = isolated_notes(names)
-        res["corpus_alignment"] = corpus_alignment()
+        res["corpus_alignment"] = corpus_alignment(names)
         write_json(res, RESULTS / "attack.json")
     if a.eval:
         eval_all(names)
