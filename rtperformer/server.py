@@ -184,12 +184,17 @@ class LiveSession:
         self.output.start()
 
     def stop(self) -> None:
+        """Stop the render thread, then the output, then the engine's voice threads. A render thread still
+        inside a step after 5 s keeps its engine (its runtimes are not freed under it)."""
         self.stop_event.set()
+        busy = False
         if self._thread is not None:
             self._thread.join(timeout=5.0)
+            busy = self._thread.is_alive()
             self._thread = None
-        self.engine.close()
         self.output.close()
+        if not busy:
+            self.engine.close()
 
     # -- status ------------------------------------------------------------------------------
     def latency_ms(self) -> float:

@@ -31,6 +31,7 @@ RELEASE = 0.15  # render.release_seconds in the test config
 
 def _start_server(args: list[str], env: dict, timeout: float = 180.0):
     cmd = [sys.executable, "-m", "rtperformer", "serve", *args]
+    env = dict(env, PYTHONFAULTHANDLER="1")  # a crash prints every thread's stack to stderr
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     err: list[str] = []
