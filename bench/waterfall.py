@@ -222,17 +222,24 @@ def plot(results: dict, path: Path, save_png) -> Path:
 
     rows = results.get("waterfall_rows", [])
     fig, ax = plt.subplots(figsize=(9, 1.0 + 0.8 * max(1, len(rows))))
+    seen = set()
     for y, row in enumerate(rows):
         left = 0.0
         for k, color in zip(STAGES, COLORS):
             v = row.get(k)
             if v is None:
                 continue
-            label = k if y == 0 or not any(rows[j].get(k) is not None for j in range(y)) else None
-            ax.barh(y, v, left=left, color=color, edgecolor="white", label=label)
+            if v < 0:  # JACK hands a cycle's MIDI over at its start: before the event's own frame
+                left += v
+                continue
+            ax.barh(y, v, left=left, color=color, edgecolor="white", label=None if k in seen else k)
+            seen.add(k)
             if v >= 1.5:
                 ax.text(left + v / 2, y, f"{v:.1f}", ha="center", va="center", fontsize=7)
             left += v
+    ax.axvline(0, color="k", ls=":", lw=0.8)
+    ax.text(0, len(rows) - 0.45, " note-on's frame (bars left of it: MIDI handed over at the cycle start)",
+            fontsize=7, va="bottom")
     ax.set_yticks(range(len(rows)), [r["system"] for r in rows])
     ax.invert_yaxis()
     ax.set_xlabel("ms from the note-on on the wire (medians; the sum to rise40 is the first sound at -40 dB)")

@@ -128,7 +128,7 @@ class ServeConfig:
     render_delay_ms: float = 1.0  # after a callback wait this long (at most 1/4 period) so MIDI of that cycle is in
     lead_samples: int = 0  # least audio queued beyond the next device period (samples); measured lead on top
     max_lead_samples: int = 2048  # most audio the pacing may queue beyond the next period (samples)
-    istft_trim_hops: int = 1  # low-delay synthesis: skip each frame's first q hops (q*5.3 ms sooner; dsp.istft_stream)
+    istft_trim_hops: int = 2  # low-delay synthesis: skip each frame's first q hops (q*5.3 ms sooner; bench/results/latency_trim2.json)
     voice_threads: int = 3  # step instruments concurrently in up to this many threads (bench/dense.py: 3 on 2 cores)
 
 

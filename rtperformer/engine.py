@@ -247,7 +247,9 @@ class Engine:
 
     # -- rendering ---------------------------------------------------------------------------
     def render_step(self) -> np.ndarray:
-        """Render the next ``frames_per_step`` frames: float32 (m,) mono at ``out_rate``."""
+        """Render the next ``frames_per_step`` frames: float32 (m,) mono at ``out_rate``. Without resampling
+        the array is the engine's own mix buffer, valid until the next call (copy it to keep it): the
+        per-hop path allocates no audio."""
         t0 = time.perf_counter()
         n = self.frames_per_step
         f0 = self.frame
@@ -272,7 +274,7 @@ class Engine:
         for audio in parts:  # summed in voice order: the same mix either way
             if audio is not None:
                 mix += audio
-        out = mix * self.master
+        out = np.multiply(mix, self.master, out=mix)
         self.frame = f0 + n
         if self._resampler is not None:
             out = self._resampler.resample_chunk(out)
@@ -301,7 +303,7 @@ class Engine:
             self.push(s, d)
         chunks = []
         while self.frame < n_frames:
-            chunks.append(self.render_step())
+            chunks.append(self.render_step().copy())
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     @property

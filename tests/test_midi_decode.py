@@ -120,7 +120,7 @@ def test_engine_drops_and_counts_garbage_and_still_plays():
         eng.render_step()
     assert eng.notes_held == 0
     eng.push(0, b"\x90\x45\x64")
-    out = np.concatenate([eng.render_step() for _ in range(40)])
+    out = np.concatenate([eng.render_step().copy() for _ in range(40)])
     assert eng.notes_held == 1 and np.sqrt(np.mean(out ** 2)) > 1e-4
 
 
