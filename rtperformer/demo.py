@@ -152,7 +152,7 @@ def _run(args) -> int:
     from rtperformer.config import Config, load_config
     from rtperformer.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
-    from rtperformer.server import RING_FRAMES, LiveSession
+    from rtperformer.session import RING_FRAMES, LiveSession
 
     cfg = load_config(args.config) if args.config else Config()
     if args.mode:

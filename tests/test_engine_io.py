@@ -133,7 +133,7 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     from rtperformer.config import from_dict
     from rtperformer.engine import Engine, Instrument
     from rtperformer.model.performancenet import build_model
-    from rtperformer.server import RING_FRAMES, LiveSession
+    from rtperformer.session import RING_FRAMES, LiveSession
 
     cfg = from_dict({"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2],
                                "norm": "layer"},

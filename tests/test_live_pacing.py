@@ -1,4 +1,4 @@
-"""The live path's pacing (rtperformer/audio/pacing.py, server.LiveSession): every device period, overload.
+"""The live path's pacing (rtperformer/audio/pacing.py, session.LiveSession): every device period, overload.
 
 - Periods: the shipped violin served on the JACK dummy server switched to periods 64, 512 and 1024 (main
   played nothing at 1024 and wrong pitches at 512: a fixed 256-frame PortAudio block drained a 384-frame
@@ -123,7 +123,7 @@ def test_overload_plays_late_then_recovers(tmp_path):
     from rtperformer.audio.output import PacedOutput
     from rtperformer.audio.ring import AudioRing, EventRing
     from rtperformer.midi.sources import FileReplaySource, TimedMessage
-    from rtperformer.server import RING_FRAMES, LiveSession
+    from rtperformer.session import RING_FRAMES, LiveSession
 
     engine, cfg = _tiny_engine(torch)
     rate, block = 48000, 256
