@@ -12,6 +12,9 @@ change buys from today's weights), identical but for the studied setting: seed 0
 - ``posflux``: both;
 - ``onset``: loss l1_onset (L1 with the first 12 frames of every note weighted 4x), today's inputs;
 - ``posonset``: l1_onset + the note-position inputs;
+- ``base-hi`` and ``onset-hi``: the same as ``base`` and ``onset`` with lr 1e-3 (the card's stage 2) and
+  a time budget (30 and 24 minutes, ~1,700 and ~1,300 steps: onset-hi started later, after a posonset-hi
+  run was stopped for it: the position inputs had bought nothing and cost step time).
 - ``shipped``: models/violin untouched.
 
     .venv/bin/python bench/study_attack.py --train --attack --eval   # all of it
@@ -27,7 +30,8 @@ change buys from today's weights), identical but for the studied setting: seed 0
   PNG: the first 100 ms of one note for every system.
 - ``--eval``: ``rtperformer eval --model <run> --max-seconds 30 --pieces 6`` (as the model card).
 
-Results: bench/results/study_attack/ (summary.json, attack.json, eval-<run>.json, attack.png).
+Results: bench/results/study_attack/ (summary.json, attack.json, eval-<run>.json, attack.png, step_cost.json;
+eval PNGs kept for shipped and onset-hi only; the onset-hi candidate as violin-onset-hi/, fp16).
 """
 
 from __future__ import annotations
@@ -56,7 +60,11 @@ RUNS = {  # name: (loss, note-position inputs)
     "posflux": ("l1_flux", True),
     "onset": ("l1_onset", False),
     "posonset": ("l1_onset", True),
+    "base-hi": ("l1", False),  # lr 1e-3 and a time budget: the stage-2 recipe
+    "onset-hi": ("l1_onset", False),
 }
+HI_LR = 1e-3
+HI_MINUTES = {"base-hi": 30.0, "onset-hi": 24.0}
 CLI = [sys.executable, "-m", "rtperformer"]
 PITCHES = [int(p) for p in np.round(np.linspace(55, 91, 21))]
 NOTE_S, LEAD_S, VELOCITY = 0.5, 0.2, 90
@@ -87,10 +95,12 @@ def train_all(steps: int, lr: float, minutes: float, parallel: int = 2) -> None:
     for i in range(0, len(todo), parallel):
         procs = []
         for name in todo[i:i + parallel]:
+            hi = name.endswith("-hi")
             cmd = ["nice", "-n", "10"] + CLI + [
                 "train", "--config", run_config(name), "--init-from", "models/violin", "--loss", RUNS[name][0],
-                "--lr", str(lr), "--lookahead", "0", "--threads", "1", "--steps", str(steps), "--valid-every", "100",
-                "--minutes", str(minutes), "--no-progress", "--out", str(OUT / name)]
+                "--lr", str(HI_LR if hi else lr), "--lookahead", "0", "--threads", "1",
+                "--steps", str(20000 if hi else steps), "--valid-every", "100",
+                "--minutes", str(HI_MINUTES[name] if hi else minutes), "--no-progress", "--out", str(OUT / name)]
             log = open(OUT / f"{name}.log", "w")
             procs.append((name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log))
         for name, p, log in procs:
@@ -199,32 +209,35 @@ def plot_example(ex: dict, sr: int, path: Path) -> None:
     names = list(ex["audio"])
     on = ex["on"]
     a0, a1 = on - int(0.010 * sr), on + int(0.100 * sr)
-    fig, axes = plt.subplots(2, len(names), figsize=(3.0 * len(names), 6.5), squeeze=False)
+    cols = 5
+    rows = -(-len(names) // cols)
+    fig = plt.figure(figsize=(3.2 * cols, 2.8 * rows + 3.2))
+    grid = fig.add_gridspec(rows + 1, cols, height_ratios=[1] * rows + [1.2])
+    env_ax = fig.add_subplot(grid[rows, :])
     for j, n in enumerate(names):
         x = ex["audio"][n][a0:a1]
         f, t, z = stft(x, sr, nperseg=256, noverlap=224)
         db = 20 * np.log10(np.abs(z) + 1e-7)
-        ax = axes[0, j]
+        ax = fig.add_subplot(grid[j // cols, j % cols])
         ax.pcolormesh(t * 1e3 - 10, f / 1e3, db, vmin=db.max() - 80, vmax=db.max(), shading="auto")
         ax.set_ylim(0, 8)
         ax.axvline(0, color="w", lw=0.8)
         label = {"fluidsynth": "FluidSynth (target)", "oracle": "oracle (target frames)"}.get(n, f"model: {n}")
         ax.set_title(label, fontsize=9)
-        ax.set_xlabel("ms after note-on")
-        if j == 0:
+        ax.set_xlabel("ms after note-on", fontsize=8)
+        if j % cols == 0:
             ax.set_ylabel("kHz")
         env = np.sqrt(np.convolve(ex["audio"][n][a0:a1] ** 2, np.ones(48) / 48, mode="same"))
         ref = np.percentile(np.abs(ex["audio"][n][on:on + int(0.4 * sr)]), 99)
-        axes[1, 0].plot((np.arange(len(env)) - (on - a0)) * 1e3 / sr, 20 * np.log10(env / ref + 1e-9), label=label, lw=1)
-    ax = axes[1, 0]
-    ax.axhline(-40, color="k", ls=":", lw=0.7)
-    ax.axhline(-20, color="k", ls="--", lw=0.7)
-    ax.set_ylim(-70, 5)
-    ax.set_xlabel("ms after note-on")
-    ax.set_ylabel("envelope dB re note level")
-    ax.legend(fontsize=7)
-    for j in range(1, len(names)):
-        axes[1, j].axis("off")
+        style = {"fluidsynth": dict(color="k", lw=2), "oracle": dict(color="0.5", lw=2, ls="--")}.get(n, dict(lw=1))
+        env_ax.plot((np.arange(len(env)) - (on - a0)) * 1e3 / sr, 20 * np.log10(env / ref + 1e-9), label=label, **style)
+    env_ax.axhline(-40, color="k", ls=":", lw=0.7)
+    env_ax.axhline(-20, color="k", ls=":", lw=0.7)
+    env_ax.set_ylim(-70, 5)
+    env_ax.set_xlim(-10, 100)
+    env_ax.set_xlabel("ms after note-on")
+    env_ax.set_ylabel("envelope dB re note level (1 ms RMS)")
+    env_ax.legend(fontsize=8, ncol=3, loc="lower right")
     fig.suptitle(f"violin MIDI {ex['pitch']}, velocity {VELOCITY}: the first 100 ms")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +343,16 @@ def summary() -> dict:
             "pitch_within_50c": m.get("pitch", {}).get("within_50c"),
             "onset_median_ms": m.get("onset", {}).get("median_ms"),
         })
+    # attack gap: mean over the onset frame and the next 3 of (model level - target level), dB re held level
+    frames = att.get("curve_frames", list(range(*CURVE)))
+    sel = [frames.index(k) for k in range(0, 4)] if frames else []
+    ca = (att.get("corpus_alignment") or {}).get("curve_db") or {}
+    for r in rows:
+        iso = (att.get("summary", {}).get(r["run"]) or {}).get("curve_db")
+        ref = (att.get("summary", {}).get("fluidsynth") or {}).get("curve_db")
+        r["gap_isolated_db"] = float(np.mean([iso[i] - ref[i] for i in sel])) if iso and ref else None
+        mc, tc = ca.get(r["run"]), ca.get("target")
+        r["gap_corpus_db"] = float(np.mean([mc[i] - tc[i] for i in sel])) if mc and tc else None
     t = att.get("summary", {})
     return {"config": CONFIG, "runs": rows, "step_cost": read_json(RESULTS / "step_cost.json"),
             "fluidsynth": t.get("fluidsynth"), "oracle": t.get("oracle"), "corpus_alignment": att.get("corpus_alignment")}
@@ -338,21 +361,22 @@ def summary() -> dict:
 def table(data: dict) -> str:
     f = lambda v, fmt=".2f": num(v, fmt)  # noqa: E731
     out = ["| run | loss | position inputs | steps | valid mse / l1 | first sound ms (vs target) | 10 % ms (vs target) | "
-           "LSD dB (attack) | LSD audio dB | level dB | pitch median cents (<50c) | onset signed ms |",
-           "|---|---|---|---:|---|---|---|---|---:|---:|---|---:|"]
+           "attack gap dB: isolated / corpus | LSD dB (attack) | LSD audio dB | level dB | pitch median cents (<50c) | onset signed ms |",
+           "|---|---|---|---:|---|---|---|---|---|---:|---:|---|---:|"]
     for r in data["runs"]:
         v = r["valid"]
         out.append(
             f"| {r['run']} | {r['loss']} | {'yes' if r['position_inputs'] else 'no'} | {r['steps'] or 0} | "
             f"{f(v.get('mse'), '.3f')} / {f(v.get('l1'), '.3f')} | {f(r['first_ms'], '.1f')} ({f(r['first_vs_target_ms'], '+.1f')}) | "
-            f"{f(r['onset10_ms'], '.1f')} ({f(r['onset10_vs_target_ms'], '+.1f')}) | {f(r['lsd_db'])} ({f(r['lsd_attack_db'])}) | "
+            f"{f(r['onset10_ms'], '.1f')} ({f(r['onset10_vs_target_ms'], '+.1f')}) | "
+            f"{f(r['gap_isolated_db'], '+.1f')} / {f(r['gap_corpus_db'], '+.1f')} | {f(r['lsd_db'])} ({f(r['lsd_attack_db'])}) | "
             f"{f(r['lsd_audio_db'])} | {f(r['level_db'])} | {f(r['pitch_median_abs_cents'], '.1f')} "
             f"({f(r['pitch_within_50c'], '.3f')}) | {f(r['onset_median_ms'], '+.1f')} |")
     for k in ("fluidsynth", "oracle"):
         s = data.get(k) or {}
         if s:
             out.append(f"| {k} | - | - | - | - | {f(s.get('first_median_ms'), '.1f')} | {f(s.get('onset10_median_ms'), '.1f')} "
-                       "| - | - | - | - | - |")
+                       "| - | - | - | - | - | - |")
     return "\n".join(out)
 
 
