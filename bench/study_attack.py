@@ -12,6 +12,8 @@ change buys from today's weights), identical but for the studied setting: seed 0
 - ``posflux``: both;
 - ``onset``: loss l1_onset (L1 with the first 12 frames of every note weighted 4x), today's inputs;
 - ``posonset``: l1_onset + the note-position inputs;
+- ``onset-hi-polish2`` / ``-polish1``: onset-hi continued 14 min at lr 2e-4 / 1e-4 (to win back the
+  pitch median the lr-1e-3 runs lost);
 - ``base-hi`` and ``onset-hi``: the same as ``base`` and ``onset`` with lr 1e-3 (the card's stage 2) and
   a time budget (30 and 24 minutes, ~1,700 and ~1,300 steps: onset-hi started later, after a posonset-hi
   run was stopped for it: the position inputs had bought nothing and cost step time).
@@ -62,6 +64,8 @@ RUNS = {  # name: (loss, note-position inputs)
     "posonset": ("l1_onset", True),
     "base-hi": ("l1", False),  # lr 1e-3 and a time budget: the stage-2 recipe
     "onset-hi": ("l1_onset", False),
+    "onset-hi-polish2": ("l1_onset", False),  # onset-hi + 14 min at lr 2e-4
+    "onset-hi-polish1": ("l1_onset", False),  # onset-hi + 14 min at lr 1e-4
 }
 HI_LR = 1e-3
 HI_MINUTES = {"base-hi": 30.0, "onset-hi": 24.0}
@@ -95,6 +99,14 @@ def train_all(steps: int, lr: float, minutes: float, parallel: int = 2) -> None:
     for i in range(0, len(todo), parallel):
         procs = []
         for name in todo[i:i + parallel]:
+            if "polish" in name:  # a continuation of onset-hi at a lower learning rate
+                cmd = ["nice", "-n", "10"] + CLI + [
+                    "train", "--config", CONFIG, "--init-from", str(OUT / "onset-hi"), "--loss", "l1_onset",
+                    "--lr", "2e-4" if name.endswith("2") else "1e-4", "--lookahead", "0", "--threads", "1",
+                    "--steps", "20000", "--valid-every", "100", "--minutes", "14", "--no-progress", "--out", str(OUT / name)]
+                log = open(OUT / f"{name}.log", "w")
+                procs.append((name, subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT), log))
+                continue
             hi = name.endswith("-hi")
             cmd = ["nice", "-n", "10"] + CLI + [
                 "train", "--config", run_config(name), "--init-from", "models/violin", "--loss", RUNS[name][0],
