@@ -33,7 +33,7 @@ change buys from today's weights), identical but for the studied setting: seed 0
 - ``--eval``: ``rtperformer eval --model <run> --max-seconds 30 --pieces 6`` (as the model card).
 
 Results: bench/results/study_attack/ (summary.json, attack.json, eval-<run>.json, attack.png, step_cost.json;
-eval PNGs kept for shipped and onset-hi only; the onset-hi candidate as violin-onset-hi/, fp16).
+eval PNGs kept for shipped and onset-hi only; the onset-hi candidate as violin-onset-hi/, fp16; shipped since as models/violin).
 """
 
 from __future__ import annotations
