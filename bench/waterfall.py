@@ -40,19 +40,23 @@ STAGES = ("midi", "wait", "compute", "ring", "period", "declared", "rise40", "ri
 COLORS = ("#4c72b0", "#8172b2", "#c44e52", "#dd8452", "#ccb974", "#64b5cd", "#55a868", "#a1d99b")
 
 
-def _to_frames(cycles: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """perf_counter times -> recording frames by interpolating the probe's cycle log ((n, 2): frame, time)."""
-    c = cycles[cycles[:, 0] > -1e9]
-    return np.interp(t, c[:, 1], c[:, 0])
+def _to_frames(played: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """perf_counter times -> recording frames by interpolating the recorded cycles ((n, 2): frame, time)."""
+    return np.interp(t, played[:, 1], played[:, 0])
 
 
-def device_to_recording(cycles: np.ndarray, callbacks: np.ndarray) -> tuple[float, np.ndarray]:
-    """Offset (recording frame - device frame) of the server's blocks: each callback's block is recorded
-    in the first probe cycle that starts at or after it. Returns (median offset, per-callback offsets)."""
-    c = cycles[cycles[:, 0] > -1e9]
-    idx = np.searchsorted(c[:, 1], callbacks[:, 1])
-    ok = idx < len(c)
-    offs = c[idx[ok], 0] - callbacks[ok, 0]
+def block_cycles(played: np.ndarray, callbacks: np.ndarray) -> np.ndarray:
+    """Index into ``played`` of the cycle recording each callback's block: the first that starts at or
+    after the callback (len(played) when none did)."""
+    return np.searchsorted(played[:, 1], callbacks[:, 1])
+
+
+def device_to_recording(played: np.ndarray, callbacks: np.ndarray) -> tuple[float, np.ndarray]:
+    """Offset (recording frame - device frame) of the server's blocks. Returns (median offset,
+    per-callback offsets)."""
+    idx = block_cycles(played, callbacks)
+    ok = idx < len(played)
+    offs = played[idx[ok], 0] - callbacks[ok, 0]
     return float(np.median(offs)), offs
 
 
@@ -64,13 +68,15 @@ def stages_for(marks: list[tuple[int, int, str]], log: dict, cycles: np.ndarray,
     cbs = np.asarray(log["callbacks"], np.float64).reshape(-1, 2)
     if not len(on) or not len(cbs):
         return []
-    offset, _ = device_to_recording(cycles, cbs)
-    r_arr = _to_frames(cycles, on[:, 4])
-    r_end = _to_frames(cycles, on[:, 6])
-    cb_rec = _to_frames(cycles, cbs[:, 1])
+    played = cycles[cycles[:, 0] > -1e9]  # the cycles since recording started
+    offset, _ = device_to_recording(played, cbs)
+    block_rec = played[np.minimum(block_cycles(played, cbs), len(played) - 1), 0]  # per callback
+    r_arr = _to_frames(played, on[:, 4])
+    r_end = _to_frames(played, on[:, 6])
+    cb_rec = _to_frames(played, cbs[:, 1])
     hop_out = log["hop"] * rate / log["model_rate"]
     frame_delay = log["delay_frames"] * hop_out  # what ``at`` adds to the onset frame's place
-    declared = log.get("declared_samples", log["delay_frames"] * log["hop"]) * rate / log["model_rate"]
+    declared = log["declared_samples"] * rate / log["model_rate"]
     ms = 1e3 / rate
     out = []
     for e, off, _kind in marks:
@@ -87,15 +93,11 @@ def stages_for(marks: list[tuple[int, int, str]], log: dict, cycles: np.ndarray,
         k = np.searchsorted(cbs[:, 0], at0, side="right") - 1  # the callback whose block holds it
         if k < 0:
             continue
-        # recording frame of that block's start: the first probe cycle at or after the callback
-        c = cycles[cycles[:, 0] > -1e9]
-        j = min(np.searchsorted(c[:, 1], cbs[k, 1]), len(c) - 1)
-        block_rec = c[j, 0]
         st = {
             "midi": (r_arr[i] - e) * ms,
             "wait": (on[i, 5] - on[i, 4]) * 1e3,
             "compute": (on[i, 6] - on[i, 5]) * 1e3,
-            "ring": (block_rec - r_end[i]) * ms,
+            "ring": (block_rec[k] - r_end[i]) * ms,
             "period": (at0 - cbs[k, 0]) * ms,
             "declared": declared * ms,
             "rise40": (first - (at0 + declared + offset)) * ms,
@@ -104,7 +106,7 @@ def stages_for(marks: list[tuple[int, int, str]], log: dict, cycles: np.ndarray,
         st["first_sound"] = (first - e) * ms
         st["onset10"] = (ten - e) * ms
         st["residual"] = st["first_sound"] - sum(st[s] for s in STAGES[:-1])
-        st["cb_to_block_rec"] = (block_rec - cb_rec[k]) * ms
+        st["cb_to_block_rec"] = (block_rec[k] - cb_rec[k]) * ms
         out.append(st)
     return out
 
@@ -124,7 +126,7 @@ def summarize_stages(rows: list[dict]) -> dict:
 def oracle_rise(trim_hops: int | None, model: str = "violin", pitches=(60, 64, 67, 71, 74, 77, 81),
                 velocity: int = 100, rate: int = 48000, detect=None, first_fraction: float = 0.01) -> dict:
     """The audio stage fed true frames: FluidR3 violin notes -> log1p-power features -> the served
-    AudioStage (live: delays kept; ``trim_hops`` None: the model config's) -> audio. Returns median rise40/rise10 after the onset frame + declared
+    AudioStage (live: delays kept; ``trim_hops`` None: serve's default) -> audio. Returns median rise40/rise10 after the onset frame + declared
     delay, and FluidSynth's own first sound / 10 % after the note (its render, no JACK)."""
     import fluidsynth
 
@@ -132,8 +134,11 @@ def oracle_rise(trim_hops: int | None, model: str = "violin", pitches=(60, 64, 6
     from rtperformer.model.checkpoint import load_model
     from rtperformer.voice import AudioStage
 
+    from rtperformer.config import Config
+
     _, mcfg, _ = load_model(model)
-    trim = int(mcfg.serve.istft_trim_hops if trim_hops is None else trim_hops)
+    # serve's settings are Config()'s plus the served overlay, never the model's stored serve section
+    trim = int(Config().serve.istft_trim_hops if trim_hops is None else trim_hops)
     a = mcfg.audio
     fs = fluidsynth.Synth(samplerate=float(rate), gain=0.5)
     fs.setting("synth.reverb.active", 0)

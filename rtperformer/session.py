@@ -193,6 +193,10 @@ class LiveSession:
             self.engine.close()
 
     # -- status ------------------------------------------------------------------------------
+    def _declared_samples(self) -> int:
+        """The longest voice chain's declared delay (model + phase + iSTFT), samples at the model rate."""
+        return int(max(v.delay_samples for v in self.engine.voices.values()))
+
     def latency_ms(self) -> float:
         """The latency this server adds by its own account, ms: the wait for the next device period
         (half a period on average) + the lead (and a whole step queued at periods below a step) + the
@@ -201,7 +205,7 @@ class LiveSession:
         (bench/latency.py measures them: the waterfall)."""
         e = self.engine
         period = self.output.period
-        declared = max(getattr(v, "delay_samples", 0) for v in e.voices.values()) / e.sample_rate
+        declared = self._declared_samples() / e.sample_rate
         return ((self.pacer.target(period) - 0.5 * period) * 1e3 / self.rate + self.output.latency * 1e3
                 + declared * 1e3)
 
@@ -222,7 +226,7 @@ class LiveSession:
         e = self.engine
         return {"rate": self.rate, "period": self.output.period, "lead": self.pacer.lead,
                 "delay_frames": int(e.delay_frames), "hop": int(e.hop), "model_rate": int(e.sample_rate),
-                "declared_samples": int(max(getattr(v, "delay_samples", 0) for v in e.voices.values())),
+                "declared_samples": self._declared_samples(),
                 "render_delay_ms": float(self.cfg.serve.render_delay_ms), "underruns": int(self.ring.underruns),
                 "fields": list(OnsetLog.FIELDS), "instruments": self.onsets.instruments,
                 "onsets": self.onsets.array().tolist(), "callbacks": self.output.recent_callbacks().tolist()}

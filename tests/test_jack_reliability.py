@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from rtperformer.jacktools import JackProbe
-from test_jack_serve import RELEASE, _rms, _serve_config, _start_server, tiny_model_dir  # noqa: F401
+from test_jack_serve import RELEASE, _rms, _serve_config, _start_server, _stop_server, tiny_model_dir  # noqa: F401
 
 OUT_DELAY = (384 + 2 * 256) / 48000  # fill target + one step + one period (streaming, step_frames 1)
 
@@ -65,15 +65,6 @@ def _collect(stream) -> _Lines:
     lines.thread = threading.Thread(target=lambda: lines.extend(stream), daemon=True)
     lines.thread.start()
     return lines
-
-
-def _stop(proc, sig=signal.SIGINT) -> int:
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 def _connect(probe: JackProbe, midi_port: str, audio_ports: list[str]) -> None:
@@ -139,7 +130,7 @@ def test_random_bytes_do_not_kill_serve_and_notes_sound_after(jack_server, tiny_
     finally:
         if probe is not None:
             probe.close()
-        rc = _stop(proc)
+        rc = _stop_server(proc)
     assert rc == 0, "".join(err)[-3000:]
     f = lambda s: base + int(round(s * rate))  # noqa: E731
     # after the panic reset nothing is left sounding (all sound off closes the gates at once)
@@ -186,7 +177,7 @@ def test_midi_sent_while_engines_build_does_not_fire_later(jack_server, tiny_mod
     finally:
         probe.close()
         if proc is not None:
-            rc = _stop(proc)
+            rc = _stop_server(proc)
     err = lines.text()
     assert rc == 0, err[-3000:]
     on = sched[0][0]
@@ -307,7 +298,7 @@ def test_recording_is_a_readable_wav_after_sigkill_or_sighup(jack_server, tiny_m
         probe.close()
         probe = None
         t_kill = time.monotonic()
-        rc = _stop(proc, getattr(signal, how))
+        rc = _stop_server(proc, getattr(signal, how))
     finally:
         if probe is not None:
             probe.close()
@@ -342,7 +333,7 @@ def test_disk_full_stops_the_recording_not_the_music(jack_server, tiny_model_dir
         assert proc.poll() is None, "".join(err)[-3000:]
     finally:
         probe.close()
-        rc = _stop(proc)
+        rc = _stop_server(proc)
     text = "".join(err)
     assert rc == 0, text[-3000:]
     assert "recording stopped (file too large)" in text, text[-2000:]
@@ -437,7 +428,7 @@ def test_keyboard_unplugged_releases_notes_and_is_found_again(jack_server, tiny_
         for p in (kb, kb2, ear):
             if p is not None:
                 p.close()
-        rc = _stop(proc)
+        rc = _stop_server(proc)
     text = "".join(err)
     assert rc == 0, text[-3000:]
     assert _rms(x[int(0.3 * rate): unplug]) > 1e-4, "the held notes did not sound"
@@ -481,7 +472,7 @@ def test_sequencer_disconnecting_from_the_virtual_port_releases_notes(jack_serve
         for p in (seq, ear):
             if p is not None:
                 p.close()
-        rc = _stop(proc)
+        rc = _stop_server(proc)
     text = "".join(err)
     assert rc == 0, text[-3000:]
     assert _rms(x[int(0.3 * rate): gone]) > 1e-4
@@ -526,7 +517,7 @@ def test_midi_flood_over_a_full_queue_leaves_no_stuck_note(jack_server, tiny_mod
     finally:
         if probe is not None:
             probe.close()
-        rc = _stop(proc)
+        rc = _stop_server(proc)
     text = "".join(err)
     assert rc == 0, text[-3000:]
     last = text.strip().splitlines()[-1]

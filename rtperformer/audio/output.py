@@ -143,10 +143,10 @@ class AudioOutput:
         if status:
             self.status_flags += 1
         clock = self.clock
-        log = self.callback_log[self.callbacks % self.CALLBACK_LOG]
-        log[0] = clock[0] + clock[2]
-        log[1] = t
-        clock[0] += clock[2]
+        clock[0] += clock[2]  # this block's first device frame (the last block's frames are played)
+        i = self.callbacks % self.CALLBACK_LOG
+        self.callback_log[i, 0] = clock[0]  # scalar stores: no view object per callback
+        self.callback_log[i, 1] = t
         clock[1] = t
         clock[2] = frames
         self.callbacks += 1
