@@ -155,7 +155,7 @@ def test_midi_sent_while_engines_build_does_not_fire_later(jack_server, tiny_mod
         from test_jack_serve import REPO
 
         proc = subprocess.Popen([sys.executable, "-m", "rtperformer", "serve", *args], cwd=REPO,
-                                env=jack_server.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                env=dict(jack_server.env(), PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         lines = _collect(proc.stderr)
         deadline = time.monotonic() + 120
         while not probe.client.get_all_connections(probe.midi_out):
@@ -258,7 +258,7 @@ def _record_session(jack_server, tiny_model_dir, tmp_path, name, n_notes, preexe
     args = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", f"rtp{name}",
             "--midi-api", "jack", "--record", str(rec), "--config", str(_serve_config(tmp_path, "streaming")),
             "--model", f"violin={tiny_model_dir}"]
-    proc = subprocess.Popen(args, cwd=REPO, env=jack_server.env(), stdout=subprocess.PIPE,
+    proc = subprocess.Popen(args, cwd=REPO, env=dict(jack_server.env(), PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
     err: list[str] = []
     import threading
@@ -361,7 +361,7 @@ def test_jack_server_dying_is_a_message_not_a_hang(tiny_model_dir, tmp_path):
         args = [sys.executable, "-m", "rtperformer", "serve", "--virtual", "in", "--client-name", "rtpdie",
                 "--midi-api", "jack", "--record", str(rec), "--config", str(_serve_config(tmp_path, "streaming")),
                 "--model", f"violin={tiny_model_dir}"]
-        proc = subprocess.Popen(args, cwd=REPO, env=jack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        proc = subprocess.Popen(args, cwd=REPO, env=dict(jack.env(), PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
         lines = _collect(proc.stderr)
         try:
