@@ -31,7 +31,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 demo: setup
-	$(PY) -m rtperformer.demo
+	$(PY) -m rtperformer.live.demo
 
 bench: setup
 	$(PY) -m rtperformer bench all

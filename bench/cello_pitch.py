@@ -2,7 +2,7 @@
 
 For every MIDI pitch in ``--low``..``--high`` one isolated note (1.2 s, velocity 90, no vibrato) is
 rendered by FluidSynth with the soundfont the cello model imitates (MuseScore General, program 42) and,
-for comparison, FluidR3 (program 42). Each note is then pitch-tracked (rtperformer.evaluate.pitch_track,
+for comparison, FluidR3 (program 42). Each note is then pitch-tracked (rtperformer.learn.evaluate.pitch_track,
 the eval's own tracker) on the sustained part (100 ms after the onset to 100 ms before the release) as:
 
 - ``fluidsynth``: the sampled note itself (is the sample in tune, does the tracker read it);
@@ -35,12 +35,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from rtperformer.data.humanize import Performance, PNote  # noqa: E402
-from rtperformer.data.synth import FLUID_R3, Patch, Renderer, default_patch  # noqa: E402
+from rtperformer.learn.data.humanize import Performance, PNote  # noqa: E402
+from rtperformer.learn.data.synth import FLUID_R3, Patch, Renderer, default_patch  # noqa: E402
 from rtperformer.dsp.features import log_power  # noqa: E402
-from rtperformer.evaluate import model_frames, synthesize  # noqa: E402
-from rtperformer.metrics import cents_error, pitch_track  # noqa: E402
-from rtperformer.rolls import notes_to_rolls, stack_inputs  # noqa: E402
+from rtperformer.learn.evaluate import model_frames, synthesize  # noqa: E402
+from rtperformer.learn.metrics import cents_error, pitch_track  # noqa: E402
+from rtperformer.roll.rolls import notes_to_rolls, stack_inputs  # noqa: E402
 
 NOTE_S, PAD_S = 1.2, 0.3
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]

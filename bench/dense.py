@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, write_json  # noqa: E402
 from latency import RATE, PERIOD, play_and_record, start_rtperformer, stop  # noqa: E402
 
-from rtperformer.jacktools import PrivateJackServer  # noqa: E402
+from rtperformer.live.jacktools import PrivateJackServer  # noqa: E402
 
 RANGES = {0: (64, 88), 1: (40, 64), 2: (72, 93)}  # violin, cello, flute (MIDI pitches)
 PROGRAMS = {0: 40, 1: 42, 2: 73}

@@ -46,7 +46,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, machine, save_png, write_json  # noqa: E402
 
-from rtperformer.jacktools import JackProbe, PrivateJackServer  # noqa: E402
+from rtperformer.live.jacktools import JackProbe, PrivateJackServer  # noqa: E402
 
 RATE = 48000
 PERIOD = 256

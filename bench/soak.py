@@ -4,7 +4,7 @@ Three parts, one JSON (``--out``, default bench/results/soak.json):
 
 1. ``fuzz``: ``--fuzz`` (default 10^6) random messages of 1-3 random bytes through the one MIDI decoder
    (rtperformer/midi/decode.py), the event queue (rtperformer/midi/queue.py) and the note tracker + roll
-   painter behind the model's input (rtperformer/rolls.py): messages per second, valid / invalid counts,
+   painter behind the model's input (rtperformer/roll/rolls.py): messages per second, valid / invalid counts,
    exceptions (must be 0), notes left held after a final panic (must be 0).
 2. ``soak``: a private ``jackd -d dummy -r 48000 -p 256``; ``rtperformer serve --virtual in`` in its own
    process; a JACK-Client probe in this one plays ``--minutes`` of dense random playing at ``--rate`` note-ons
@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO, RESULTS, machine, write_json  # noqa: E402
 
-from rtperformer.jacktools import JackProbe, PrivateJackServer  # noqa: E402
+from rtperformer.live.jacktools import JackProbe, PrivateJackServer  # noqa: E402
 
 PROGRAMS = {"violin": 40, "cello": 42, "flute": 73}
 STATUS = re.compile(r"notes\s+(?P<notes>\d+)\s+rtf (?P<rtf>[\d.]+).*?underruns (?P<underruns>\d+).*?"
@@ -54,7 +54,7 @@ def fuzz(n: int, seed: int = 0) -> dict:
     """``n`` random 1-3 byte messages through decode -> queue -> tracker -> painter."""
     from rtperformer.midi.decode import DecodeStats
     from rtperformer.midi.queue import MidiQueue
-    from rtperformer.rolls import NoteTracker, RollPainter, Rolls
+    from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 4, n)

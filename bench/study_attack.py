@@ -24,7 +24,7 @@ change buys from today's weights), identical but for the studied setting: seed 0
 
 - ``--attack``: 21 isolated notes (G3..G6, velocity 90, 0.5 s, note-ons at varying offsets inside a hop)
   played by FluidSynth (FluidR3 violin, the model's target soundfont) and by each model through the offline
-  voice chain (``rtperformer.evaluate.synthesize``); per note the first sound (-40 dB re the note's level)
+  voice chain (``rtperformer.learn.evaluate.synthesize``); per note the first sound (-40 dB re the note's level)
   and the 10 % point after the note-on (bench/latency.py's ``detect_onset``), and the "oracle" (the
   FluidSynth note's true frames through the same audio stage). Also the frame-domain attack: level (dB re the
   held level) of the model's and the target's frames at frames -3..+10 around the onset frame, and a
@@ -151,12 +151,12 @@ def isolated_notes(names: list[str]) -> dict:
     import torch
 
     from latency import FIRST_SOUND_FRACTION, detect_onset
-    from rtperformer.data.humanize import Performance, PNote
-    from rtperformer.data.synth import Renderer, default_patch
+    from rtperformer.learn.data.humanize import Performance, PNote
+    from rtperformer.learn.data.synth import Renderer, default_patch
     from rtperformer.dsp.features import log_power
-    from rtperformer.evaluate import model_frames, synthesize
+    from rtperformer.learn.evaluate import model_frames, synthesize
     from rtperformer.model.checkpoint import load_model
-    from rtperformer.rolls import notes_to_rolls, seconds_to_frame, stack_inputs
+    from rtperformer.roll.rolls import notes_to_rolls, seconds_to_frame, stack_inputs
 
     torch.set_num_threads(1)
     models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}
@@ -265,8 +265,8 @@ def corpus_alignment(names: list[str], max_pieces: int = 6, max_seconds: float =
     import torch
 
     from rtperformer.config import load_config
-    from rtperformer.data.dataset import piece_arrays
-    from rtperformer.evaluate import model_frames
+    from rtperformer.learn.data.dataset import piece_arrays
+    from rtperformer.learn.evaluate import model_frames
     from rtperformer.model.checkpoint import load_model
 
     torch.set_num_threads(1)
@@ -307,7 +307,7 @@ def step_cost(steps: int = 1500, rounds: int = 5) -> dict:
     from rtperformer.config import load_config
     from rtperformer.model import build_model
     from rtperformer.model.performancenet import count_parameters
-    from rtperformer.rolls import input_channels
+    from rtperformer.roll.rolls import input_channels
 
     torch.set_num_threads(1)
     out = {}

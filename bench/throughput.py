@@ -5,7 +5,7 @@ chunk size (frames per step; the server's ``serve.step_frames``):
 
 - ``model``: median time of one ``backend.step`` / audio time of the chunk (RTF of the model alone);
 - ``engine_1`` / ``engine_3``: the engine's per-hop cost with 1 or 3 instruments playing at once
-  (rtperformer.engine: pianoroll + model step + magnitude + RTPGHI + streaming iSTFT + mix per voice):
+  (rtperformer.live.engine: pianoroll + model step + magnitude + RTPGHI + streaming iSTFT + mix per voice):
   median over repeated runs of (render time / audio time); plus the p99 and max of single steps and the
   underruns a server ring would have had with these step times (a replay of the measured times against a
   real-time consumer; the ring holds the next period plus ``serve.lead_samples``, or one step of audio plus a block
@@ -17,7 +17,7 @@ Every RTF is given twice: ``rtf`` from wall time, ``cpu_rtf`` from this process'
 (``time.process_time``, all its threads), which a shared, loaded machine disturbs much less.
 
 Also per model: the phase stage's cost per frame (RTPGHI, RTISI-LA, streaming iSTFT) and the offline render
-speed (rtperformer.render on the shipped demo trio, eager torch, times real time).
+speed (rtperformer.offline.render on the shipped demo trio, eager torch, times real time).
 
 Run: ``rtperformer bench throughput [--config NAME_OR_MODEL ...] [--backend NAME ...] [--chunks 1 2 4 8 16]``.
 Writes bench/results/throughput.json and throughput.png. Numbers depend on the machine and its load
@@ -112,9 +112,9 @@ def _engine_events(cfg, n_inst: int, n_frames: int) -> list[tuple[int, bytes]]:
 
 def bench_engine(model, cfg, backend: str, chunk: int, n_inst: int, seconds: float, repeats: int,
                  model_dir=None, voice_threads: int = 1) -> dict:
-    """RTF of rtperformer.engine.Engine.render_step with ``n_inst`` instruments sounding at once, stepped
+    """RTF of rtperformer.live.engine.Engine.render_step with ``n_inst`` instruments sounding at once, stepped
     one after another (``voice_threads`` 1) or concurrently (``serve.voice_threads``)."""
-    from rtperformer.engine import Engine, Instrument
+    from rtperformer.live.engine import Engine, Instrument
 
     serve = dataclasses.replace(cfg.serve, backend=backend, step_frames=chunk, voice_threads=voice_threads,
                                 channel_map={i: INSTRUMENTS[i] for i in range(3)})
@@ -191,7 +191,7 @@ def bench_phase(cfg, frames: int = 400) -> dict:
 
 
 def bench_offline(model, cfg, repeats: int = 1, chunks=(None, 512)) -> dict:
-    """Offline render speed: rtperformer.render on the demo trio (violin, cello, flute parts, all with this
+    """Offline render speed: rtperformer.offline.render on the demo trio (violin, cello, flute parts, all with this
     model), streaming mode, RTPGHI, at the config's ``render.chunk_frames`` and at each other chunk size in
     ``chunks`` (``by_chunk``). Returns times real time for the piece and per instrument-part."""
     out = None
@@ -208,7 +208,7 @@ def bench_offline(model, cfg, repeats: int = 1, chunks=(None, 512)) -> dict:
 
 def _offline_once(model, cfg, repeats: int) -> dict:
     from rtperformer.midi.score import read_midi
-    from rtperformer.render import assign_parts, render_score
+    from rtperformer.offline.render import assign_parts, render_score
 
     demo = Path(__file__).resolve().parent.parent / "rtperformer" / "assets" / "demo.mid"
     score = read_midi(str(demo))

@@ -132,7 +132,7 @@ def oracle_rise(trim_hops: int | None, model: str = "violin", pitches=(60, 64, 6
 
     from rtperformer.dsp.features import log_power
     from rtperformer.model.checkpoint import load_model
-    from rtperformer.voice import AudioStage
+    from rtperformer.voice.audio_stage import AudioStage
 
     from rtperformer.config import Config
 

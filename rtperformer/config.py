@@ -69,7 +69,7 @@ class ModelConfig:
     ``upsample_kernels``: kernel of each decoder step's up-conv, deepest first (paper: 6, 4, 3, 2). Empty = 2.
     ``onset_decay_frames`` / ``release_decay_frames``: note-position inputs (issue 12), one 128-pitch channel
     per time constant: ``exp(-frames since the note's onset / tau)`` while held, ``exp(-frames since the
-    release / tau)`` while off (rtperformer.rolls). Empty (default) = none, the inputs of older models.
+    release / tau)`` while off (rtperformer.roll.rolls). Empty (default) = none, the inputs of older models.
     """
 
     form: str = "streaming"

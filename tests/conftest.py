@@ -1,7 +1,7 @@
 """Shared fixtures: a private JACK server (dummy driver) for tests on real I/O.
 
 ``jack_server`` starts ``jackd -n <unique> -d dummy -r 48000 -p 256`` once per session
-(:class:`rtperformer.jacktools.PrivateJackServer`) and sets ``JACK_DEFAULT_SERVER=<unique>`` (and
+(:class:`rtperformer.live.jacktools.PrivateJackServer`) and sets ``JACK_DEFAULT_SERVER=<unique>`` (and
 ``JACK_NO_START_SERVER=1``) for this process and its subprocesses. Without jackd the tests that use it are
 skipped, unless ``RTPERFORMER_REQUIRE_JACK=1``: then they fail. On teardown the server is stopped and its
 /dev/shm leftovers removed.
@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from rtperformer.jacktools import JackUnavailable, PrivateJackServer
+from rtperformer.live.jacktools import JackUnavailable, PrivateJackServer
 
 
 @pytest.fixture(scope="session")

@@ -158,14 +158,14 @@ def test_serve_plays_through_alsa_without_jack(tmp_path):
 
 @needs_violin
 def test_demo_plays_through_alsa_without_jack(tmp_path):
-    """``python -m rtperformer.demo --audio-device default``: the demo on ALSA's default PCM; what ALSA
+    """``python -m rtperformer.live.demo --audio-device default``: the demo on ALSA's default PCM; what ALSA
     received is what the demo recorded (same length within a period or two, sounding)."""
     fifo, env = _alsa_env(tmp_path)
     melody = tmp_path / "melody.mid"
     _write_with_rests(melody, NOTES[:1], GAP)
     reader = PacedReader(fifo)
     try:
-        r = subprocess.run([sys.executable, "-m", "rtperformer.demo", "--midi", str(melody), "--audio-device",
+        r = subprocess.run([sys.executable, "-m", "rtperformer.live.demo", "--midi", str(melody), "--audio-device",
                             "default", "--model", "violin", "--out", str(tmp_path / "out")],
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     finally:

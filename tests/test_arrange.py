@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtperformer.engine import LIVE_PROGRAMS
+from rtperformer.live.engine import LIVE_PROGRAMS
 from rtperformer.errors import UserError
 from rtperformer.midi.score import RANGES, Note, Score, read_midi
-from rtperformer.render import assign_parts
+from rtperformer.offline.render import assign_parts
 
 REPO = Path(__file__).resolve().parents[1]
 

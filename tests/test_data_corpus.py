@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtperformer.data.synth import FLUID_R3, fluidsynth_available
+from rtperformer.learn.data.synth import FLUID_R3, fluidsynth_available
 
 REQUIRE = os.environ.get("RTPERFORMER_REQUIRE_FLUIDSYNTH") == "1"
 
@@ -78,7 +78,7 @@ def test_rebuild_is_cached_and_deterministic(tiny_corpus):
 
 def test_tiny_corpus_windows(tiny_corpus):
     from rtperformer.config import from_dict
-    from rtperformer.data.dataset import WindowDataset
+    from rtperformer.learn.data.dataset import WindowDataset
 
     root, _ = tiny_corpus
     cfg = from_dict({"model": {"velocity": True, "expression": True}, "train": {"clip_frames": 96},

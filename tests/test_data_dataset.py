@@ -8,11 +8,11 @@ import pytest
 import soundfile as sf
 
 from rtperformer.config import from_dict
-from rtperformer.data.dataset import WindowDataset, piece_arrays, split_pieces
-from rtperformer.data.rolls_io import load_rolls, rolls_from_events, save_rolls
+from rtperformer.learn.data.dataset import WindowDataset, piece_arrays, split_pieces
+from rtperformer.learn.data.rolls_io import load_rolls, rolls_from_events, save_rolls
 from rtperformer.dsp.features import n_frames
 from rtperformer.errors import UserError
-from rtperformer.rolls import input_channels, stack_inputs
+from rtperformer.roll.rolls import input_channels, stack_inputs
 
 
 def _make_corpus(root: Path, sr=48000, hop=256, pieces=(("p-a", "train", 3.0), ("p-b", "valid", 2.0),

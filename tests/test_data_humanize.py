@@ -2,8 +2,8 @@
 
 import pytest
 
-from rtperformer.data.humanize import DEADPAN_VELOCITY, VIBRATO_MIN_NOTE_S, perform
-from rtperformer.data.scores import RANGES, Line, ScoreNote, place_in_range
+from rtperformer.learn.data.humanize import DEADPAN_VELOCITY, VIBRATO_MIN_NOTE_S, perform
+from rtperformer.learn.data.scores import RANGES, Line, ScoreNote, place_in_range
 
 
 def _line(poly=False):

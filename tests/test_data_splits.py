@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rtperformer.config import CONFIG_DIR
-from rtperformer.data.splits import SPLITS, assign_split, read_splits, write_splits
+from rtperformer.learn.data.splits import SPLITS, assign_split, read_splits, write_splits
 from rtperformer.errors import UserError
 
 SPLIT_FILES = sorted((CONFIG_DIR / "splits").glob("*.yaml"))

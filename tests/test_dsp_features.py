@@ -58,7 +58,7 @@ def test_log_power_and_inverse():
     assert to_magnitude(f, cfg, out=out) is out
     np.testing.assert_array_equal(out, m)
     # the torch inversion (training losses) gives the same numbers
-    from rtperformer.losses import features_to_magnitude
+    from rtperformer.learn.losses import features_to_magnitude
 
     mt = features_to_magnitude(torch.from_numpy(f), cfg.power_scale, eps=0.0)
     np.testing.assert_allclose(mt.numpy(), m, rtol=1e-5, atol=1e-6)

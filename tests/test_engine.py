@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rtperformer.config import from_dict  # noqa: E402
-from rtperformer.engine import Engine, Instrument  # noqa: E402
-from rtperformer.dsp.audio_stage import bend_table  # noqa: E402
+from rtperformer.live.engine import Engine, Instrument  # noqa: E402
+from rtperformer.voice.audio_stage import bend_table  # noqa: E402
 from rtperformer.midi.events import seconds_to_sample, timeline  # noqa: E402
 from rtperformer.model.performancenet import build_model  # noqa: E402
 

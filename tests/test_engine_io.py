@@ -26,7 +26,7 @@ def test_match_port_exact_substring_regex_and_errors():
 
 
 def test_read_demo_midi_and_missing_file():
-    from rtperformer.demo import ASSET
+    from rtperformer.live.demo import ASSET
 
     assert ASSET.is_file(), f"the bundled {ASSET} is part of the package"
     msgs = read_midi_messages(ASSET)
@@ -131,9 +131,9 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     import torch
 
     from rtperformer.config import from_dict
-    from rtperformer.engine import Engine, Instrument
+    from rtperformer.live.engine import Engine, Instrument
     from rtperformer.model.performancenet import build_model
-    from rtperformer.session import RING_FRAMES, LiveSession
+    from rtperformer.live.session import RING_FRAMES, LiveSession
 
     cfg = from_dict({"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2],
                                "norm": "layer"},

@@ -10,8 +10,8 @@ import torch
 
 from rtperformer.config import from_dict
 from rtperformer.dsp import log_power
-from rtperformer.evaluate import evaluate, plot_spectrograms, write_json_atomic
-from rtperformer.metrics import (
+from rtperformer.learn.evaluate import evaluate, plot_spectrograms, write_json_atomic
+from rtperformer.learn.metrics import (
     Pool,
     cents_error,
     detect_onsets,
@@ -174,7 +174,7 @@ def test_deadpan_with_other_timing_uses_its_own_rolls(piece):
 
 def test_compare_table_and_cli(piece, tmp_path, capsys):
     from rtperformer.cli import main
-    from rtperformer.evaluate import compare_table
+    from rtperformer.learn.evaluate import compare_table
 
     pid, x, y, audio = piece
     rep, _ = evaluate(FrameModel(y, gain_db=3.0), CFG, [piece], {"flat": lambda p: piece}, pitch=False,
@@ -192,7 +192,7 @@ def test_compare_table_and_cli(piece, tmp_path, capsys):
 
 def test_synthesize_makes_audio_close_to_the_target(piece):
     """Frames -> RTPGHI -> iSTFT reproduces a harmonic tone's spectrum well (delay handled)."""
-    from rtperformer.evaluate import synthesize
+    from rtperformer.learn.evaluate import synthesize
 
     _, x, y, audio = piece
     out = synthesize(y, CFG, length=len(audio))

@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from rtperformer.jacktools import JackProbe
+from rtperformer.live.jacktools import JackProbe
 from test_jack_serve import _align, _start_server, _stop_server
 
 NAMES = ("violin", "cello", "flute")
@@ -48,7 +48,7 @@ def _offline(dirs: dict, names, frames: dict, cfg_path, n_frames: int) -> np.nda
     """Offline engine (exact schedule) with ``names`` loaded and the served config; each note-on at its
     engine frame. float32 (n_frames * hop,)."""
     from rtperformer.config import load_config
-    from rtperformer.engine import Engine, load_instruments
+    from rtperformer.live.engine import Engine, load_instruments
 
     insts = load_instruments([f"{n}={dirs[n]}" for n in names])
     eng = Engine(insts, load_config(cfg_path), schedule="exact")

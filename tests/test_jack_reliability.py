@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from rtperformer.jacktools import JackProbe
+from rtperformer.live.jacktools import JackProbe
 from test_jack_serve import RELEASE, _rms, _serve_config, _start_server, _stop_server, tiny_model_dir  # noqa: F401
 
 OUT_DELAY = (384 + 2 * 256) / 48000  # fill target + one step + one period (streaming, step_frames 1)
@@ -213,7 +213,7 @@ def test_engine_refuses_an_unavailable_backend(monkeypatch):
     pytest.importorskip("torch")
     from test_engine import tiny
 
-    from rtperformer.engine import Engine, Instrument
+    from rtperformer.live.engine import Engine, Instrument
     from rtperformer.errors import UserError
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
@@ -353,7 +353,7 @@ def test_jack_server_dying_is_a_message_not_a_hang(tiny_model_dir, tmp_path):
 
     import soundfile as sf
 
-    from rtperformer.jacktools import PrivateJackServer
+    from rtperformer.live.jacktools import PrivateJackServer
     from test_jack_serve import REPO
 
     rec = tmp_path / "take.wav"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtperformer.jacktools import JackProbe
+from rtperformer.live.jacktools import JackProbe
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = 0.15  # render.release_seconds in the test config

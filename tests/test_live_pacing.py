@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from rtperformer.jacktools import JackProbe
+from rtperformer.live.jacktools import JackProbe
 from test_jack_serve import REPO, _dominant_midi, _onset, _rms, _start_server, _stop_server
 
 PITCHES = (67, 72, 76, 69)
@@ -102,7 +102,7 @@ def test_shipped_violin_every_period(jack_server, period, tmp_path):
 
 def _tiny_engine(torch):
     from rtperformer.config import from_dict
-    from rtperformer.engine import Engine, Instrument
+    from rtperformer.live.engine import Engine, Instrument
     from rtperformer.model.performancenet import build_model
 
     cfg = from_dict({"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2],
@@ -123,7 +123,7 @@ def test_overload_plays_late_then_recovers(tmp_path):
     from rtperformer.audio.output import PacedOutput
     from rtperformer.audio.ring import AudioRing, EventRing
     from rtperformer.midi.sources import FileReplaySource, TimedMessage
-    from rtperformer.session import RING_FRAMES, LiveSession
+    from rtperformer.live.session import RING_FRAMES, LiveSession
 
     engine, cfg = _tiny_engine(torch)
     rate, block = 48000, 256

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtperformer.data import musicnet
+from rtperformer.learn.data import musicnet
 from rtperformer.errors import UserError
 
 SR = 44100
@@ -124,7 +124,7 @@ def test_recording_splits_disjoint():
 
 def test_import_into_corpus_and_windows(tmp_path):
     from rtperformer.config import from_dict
-    from rtperformer.data.dataset import WindowDataset, piece_arrays
+    from rtperformer.learn.data.dataset import WindowDataset, piece_arrays
 
     root = _write_tree(tmp_path / "mn")
     man = musicnet.import_musicnet(root, "violin", tmp_path / "corpus", hop=256)

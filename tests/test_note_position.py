@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from rtperformer.config import AudioConfig, ModelConfig, load_config
-from rtperformer.data.dataset import decode_inputs, _encode_inputs
+from rtperformer.learn.data.dataset import decode_inputs, _encode_inputs
 from rtperformer.errors import UserError
-from rtperformer.losses import make_loss
+from rtperformer.learn.losses import make_loss
 from rtperformer.midi.events import score_events
 from rtperformer.midi.score import Note
 from rtperformer.model import build_model
 from rtperformer.model.checkpoint import transplant
-from rtperformer.rolls import POS_NONE, input_channels, n_frames_for, notes_to_rolls, positions_of, stack_inputs
+from rtperformer.roll.rolls import POS_NONE, input_channels, n_frames_for, notes_to_rolls, positions_of, stack_inputs
 
 from test_pianoroll import live_frames, random_score  # noqa: E402  (same events, same live harness)
 import test_pianoroll
@@ -145,7 +145,7 @@ def test_l1_flux_charges_a_late_attack():
 
 
 def test_l1_onset_weights_the_first_frames_of_notes():
-    from rtperformer.losses import onset_weights
+    from rtperformer.learn.losses import onset_weights
 
     x = torch.zeros(1, 385, 10)
     x[0, 128 + 60, 3] = 1.0  # onset of pitch 60 at frame 3

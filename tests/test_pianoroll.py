@@ -1,4 +1,4 @@
-"""rtperformer.pianoroll.LivePianoroll: live frames equal the offline rolls for the same events."""
+"""rtperformer.roll.pianoroll.LivePianoroll: live frames equal the offline rolls for the same events."""
 
 import random
 
@@ -8,8 +8,8 @@ import pytest
 from rtperformer.config import AudioConfig, ModelConfig
 from rtperformer.midi.events import MidiEvent, control_change, note_off, note_on, score_events
 from rtperformer.midi.score import Control, Note, Score
-from rtperformer.pianoroll import LivePianoroll
-from rtperformer.rolls import n_frames_for, notes_to_rolls, stack_inputs
+from rtperformer.roll.pianoroll import LivePianoroll
+from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs
 
 AC = AudioConfig(sample_rate=16000, n_fft=512, hop=128)
 MC = ModelConfig(velocity=True, expression=True)

@@ -1,4 +1,4 @@
-"""rtperformer.render: instrument assignment, chunked model inference, phase stages, mixing."""
+"""rtperformer.offline.render: instrument assignment, chunked model inference, phase stages, mixing."""
 
 import dataclasses
 
@@ -10,18 +10,18 @@ import torch
 
 from rtperformer.config import load_config  # noqa: E402
 from rtperformer.dsp.griffin_lim import BlockGriffinLim  # noqa: E402
-from rtperformer.mixdown import PEAK_CEILING, mix_to_wav  # noqa: E402
+from rtperformer.offline.mixdown import PEAK_CEILING, mix_to_wav  # noqa: E402
 from rtperformer.errors import UserError  # noqa: E402
 from rtperformer.midi.score import Control, Note, Score  # noqa: E402
-from rtperformer.dsp.audio_stage import OfflineAudio  # noqa: E402
-from rtperformer.render import (  # noqa: E402
+from rtperformer.voice.audio_stage import OfflineAudio  # noqa: E402
+from rtperformer.offline.render import (  # noqa: E402
     InputStream,
     PartResult,
     assign_parts,
     model_frames,
     render_score,
 )
-from rtperformer.rolls import n_frames_for, notes_to_rolls, stack_inputs, tracker_from_notes  # noqa: E402
+from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs, tracker_from_notes  # noqa: E402
 
 
 @pytest.fixture(scope="module")

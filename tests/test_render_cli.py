@@ -151,7 +151,7 @@ def test_missing_default_model_names_train(capsys, tmp_path, trio, monkeypatch):
 
 
 def test_failure_mid_render_leaves_nothing(capsys, tmp_path, trio, ckpt, monkeypatch):
-    import rtperformer.render as render
+    import rtperformer.offline.render as render
     from rtperformer.errors import UserError
 
     def boom(*a, **k):
@@ -217,7 +217,7 @@ def test_render_files_switch_to_rf64_past_4_gib(tmp_path, trio, ckpt, monkeypatc
     sizes, RF64 beyond (main wrote plain WAV regardless, which breaks after about 6 hours of float audio).
     The 4 GiB limit is lowered to a few seconds here so that a 1 s render crosses it."""
     import rtperformer.audio.wavfile as wavfile
-    from rtperformer.render import assign_parts, render_part
+    from rtperformer.offline.render import assign_parts, render_part
 
     model, cfg = load_model_tiny(ckpt)
     parts, _ = assign_parts(read_midi(trio), "violin")

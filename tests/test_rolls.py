@@ -1,4 +1,4 @@
-"""rtperformer.rolls: frame quantisation, on/off, velocity, sustain, expression and stack_inputs."""
+"""rtperformer.roll.rolls: frame quantisation, on/off, velocity, sustain, expression and stack_inputs."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 
 from rtperformer.config import AudioConfig, ModelConfig
 from rtperformer.midi.score import Control, Note
-from rtperformer.rolls import (
+from rtperformer.roll.rolls import (
     NOMINAL_VELOCITY,
     Rolls,
     input_channels,
@@ -116,5 +116,5 @@ def test_rolls_save_load(tmp_path):
 
 
 def test_midi_package_never_imports_torch():
-    code = "import sys, rtperformer.midi, rtperformer.rolls, rtperformer.pianoroll; assert 'torch' not in sys.modules"
+    code = "import sys, rtperformer.midi, rtperformer.roll.rolls, rtperformer.roll.pianoroll; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,5 +1,5 @@
 """Routing on a real JACK dummy server: ``serve --connect-midi`` / ``--connect-audio`` / ``--no-connect``
-(rtperformer/jackroute.py) and GM channel 10 ignored live unless ``serve.channel_map`` maps it.
+(rtperformer/live/jackroute.py) and GM channel 10 ignored live unless ``serve.channel_map`` maps it.
 
 The server runs as a subprocess with a small random-weight model (its gate keeps it exactly silent without
 notes and it sounds while a note is held); a JACK-Client probe in this process owns a MIDI output flagged
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from audio_checks import rms
-from rtperformer.jacktools import JackProbe
+from rtperformer.live.jacktools import JackProbe
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = "rtproute"

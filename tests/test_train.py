@@ -13,10 +13,10 @@ import torch
 
 from rtperformer.config import load_config
 from rtperformer.errors import UserError
-from rtperformer.losses import features_to_magnitude, make_loss, spectral_convergence
-from rtperformer.train import effective_config, train, validate
-from rtperformer.train_data import SyntheticWindows, batches, cut_windows
-from rtperformer.train_state import load_optimizer_tensors, optimizer_tensors
+from rtperformer.learn.losses import features_to_magnitude, make_loss, spectral_convergence
+from rtperformer.learn.train import effective_config, train, validate
+from rtperformer.learn.train_data import SyntheticWindows, batches, cut_windows
+from rtperformer.learn.train_state import load_optimizer_tensors, optimizer_tensors
 
 torch.set_num_threads(1)
 
@@ -180,7 +180,7 @@ def test_minutes_budget_stops_early(tmp_path):
 
 
 def test_resume_restores_exact_weights_and_rejects_other_shapes(tmp_path):
-    from rtperformer.train_state import RESUME_DIR, STATE_FILE, read_resume
+    from rtperformer.learn.train_state import RESUME_DIR, STATE_FILE, read_resume
 
     hooks = model_hooks()
     cfg = tiny_cfg(steps=3, valid_every=3)

@@ -40,9 +40,9 @@ def test_train_resume_then_eval(tmp_path, monkeypatch, capsys):
     assert json.loads((out / "resume" / "meta.json").read_text())["step"] == 4
 
     # eval on a synthetic "corpus" of one piece (the metrics themselves are tested in test_eval.py)
-    from rtperformer import evaluate
+    from rtperformer.learn import evaluate
     from rtperformer.config import load_config
-    from rtperformer.train_data import SyntheticWindows
+    from rtperformer.learn.train_data import SyntheticWindows
 
     cfg = load_config("tiny-test")
     x, y = SyntheticWindows(cfg, seed=5).window(np.random.default_rng(5), T=200)

@@ -22,8 +22,8 @@ def _worker(work: Path) -> None:
     from safetensors.torch import save_file
 
     from rtperformer.config import load_config
-    from rtperformer.train import dist_env, finish_distributed, train
-    from rtperformer.train_data import SyntheticWindows
+    from rtperformer.learn.train import dist_env, finish_distributed, train
+    from rtperformer.learn.train_data import SyntheticWindows
 
     torch.set_num_threads(1)
     rank = dist_env()[0]

@@ -1,4 +1,4 @@
-"""The one voice chain (rtperformer/voice.py): live and offline give the same samples, delays add up."""
+"""The one voice chain (rtperformer/voice/chain.py): live and offline give the same samples, delays add up."""
 
 import numpy as np
 import pytest
@@ -7,14 +7,14 @@ import torch
 
 from rtperformer.config import from_dict
 from rtperformer.dsp import log_power
-from rtperformer.engine import Engine, Instrument
+from rtperformer.live.engine import Engine, Instrument
 from rtperformer.midi.events import seconds_to_sample, timeline
 from rtperformer.midi.score import Note
 from rtperformer.model.performancenet import build_model
-from rtperformer.render import InputStream, Part, model_frames, render_part
-from rtperformer.rolls import tracker_from_notes
-from rtperformer.dsp.audio_stage import AudioStage, OfflineAudio
-from rtperformer.voice import ModelStage, chain_delay_samples, make_backend
+from rtperformer.offline.render import InputStream, Part, model_frames, render_part
+from rtperformer.roll.rolls import tracker_from_notes
+from rtperformer.voice.audio_stage import AudioStage, OfflineAudio
+from rtperformer.voice.chain import ModelStage, chain_delay_samples, make_backend
 
 TINY = {"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_bands": [2], "norm": "layer"},
         "render": {"release_seconds": 0.1}}

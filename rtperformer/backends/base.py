@@ -116,8 +116,8 @@ class Backend:
 
 
 def _input_channels(cfg) -> int:
-    """C_in of the model's input (rtperformer.rolls.input_channels)."""
-    from rtperformer.rolls import input_channels
+    """C_in of the model's input (rtperformer.roll.rolls.input_channels)."""
+    from rtperformer.roll.rolls import input_channels
 
     return int(input_channels(cfg.model))
 

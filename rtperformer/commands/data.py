@@ -53,7 +53,7 @@ def run(args) -> int:
 
 
 def _build(args) -> int:
-    from rtperformer.data.corpus import DEFAULT_MINUTES, INSTRUMENTS, BuildSettings, build
+    from rtperformer.learn.data.corpus import DEFAULT_MINUTES, INSTRUMENTS, BuildSettings, build
 
     cfg = _config(args.config)
     sources = tuple(s.strip() for s in args.sources.split(",") if s.strip())
@@ -80,7 +80,7 @@ def _build(args) -> int:
 
 
 def _musicnet(args) -> int:
-    from rtperformer.data.musicnet import PAPER_IDS, import_musicnet
+    from rtperformer.learn.data.musicnet import PAPER_IDS, import_musicnet
 
     cfg = _config(args.config)
     source = args.source or cfg.data.musicnet

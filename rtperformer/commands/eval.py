@@ -30,12 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rtperformer.errors import UserError
-    from rtperformer.evaluate import evaluate, load_pieces, plot_spectrograms, write_json_atomic
+    from rtperformer.learn.evaluate import evaluate, load_pieces, plot_spectrograms, write_json_atomic
 
     if args.table:
         import json
 
-        from rtperformer.evaluate import compare_table
+        from rtperformer.learn.evaluate import compare_table
 
         reports = []
         for path in args.table:
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     write_json_atomic(out, report)
     if first is not None:
         plot_spectrograms(first, cfg, png, title=f"{name}: {first.piece_id}")
-    from rtperformer.evaluate import compare_table
+    from rtperformer.learn.evaluate import compare_table
 
     print(compare_table([(name, report)]))
     print(f"wrote {out} and {png}")

@@ -99,7 +99,7 @@ def _db(x: float) -> str:
 def run(args: argparse.Namespace) -> int:
     from rtperformer.config import load_config
     from rtperformer.midi.score import read_midi
-    from rtperformer.render import INSTRUMENTS, assign_parts, render_score
+    from rtperformer.offline.render import INSTRUMENTS, assign_parts, render_score
 
     if args.instrument is not None and args.instrument not in INSTRUMENTS:
         raise UserError(f"unknown instrument '{args.instrument}' (choose one of: {', '.join(INSTRUMENTS)})")

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtperformer.config import Config, load_config
     from rtperformer.errors import UserError
-    from rtperformer.server import serve
+    from rtperformer.live.server import serve
 
     cfg = load_config(args.config) if args.config else Config()
     serve_cfg, render_cfg = cfg.serve, cfg.render
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         from rtperformer.backends import require
 
         require(cfg.serve.backend)
-    from rtperformer.jackroute import check_pattern
+    from rtperformer.live.jackroute import check_pattern
 
     if args.no_connect:
         args.connect_midi = args.connect_audio = "none"
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         match_port(list_ports(api), args.midi_port)
     import torch
 
-    from rtperformer.engine import load_instruments
+    from rtperformer.live.engine import load_instruments
 
     if cfg.serve.torch_threads > 0:
         torch.set_num_threads(int(cfg.serve.torch_threads))

@@ -40,8 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rtperformer.config import load_config
     from rtperformer.errors import UserError
-    from rtperformer.train import dist_env, effective_config, finish_distributed, train
-    from rtperformer.train_data import SyntheticWindows
+    from rtperformer.learn.train import dist_env, effective_config, finish_distributed, train
+    from rtperformer.learn.train_data import SyntheticWindows
 
     if args.minutes is not None and args.minutes <= 0:
         raise UserError(f"--minutes must be > 0, got {args.minutes}")

@@ -1,5 +1,5 @@
-"""Signal processing: STFT features and their inverse, phase reconstruction, streaming iSTFT, crossfades,
-and the audio stage that chains them (features -> audio, live and offline: audio_stage.py).
+"""Signal processing: STFT features and their inverse, phase reconstruction, streaming iSTFT, crossfades
+(the voice chain's audio stage, rtperformer/voice/audio_stage.py, chains them).
 
 Conventions shared by every module here (see features.py):
 - frames are centred: frame t is centred on sample t*hop (the signal is zero-padded by n_fft//2 at both
@@ -16,11 +16,8 @@ from rtperformer.dsp.phase import make_phase, warmup
 from rtperformer.dsp.rtpghi import RTPGHI
 from rtperformer.dsp.rtisila import RTISILA
 from rtperformer.dsp.crossfade import crossfade, equal_power_fade
-from rtperformer.dsp.audio_stage import AudioStage, OfflineAudio
 
 __all__ = [
-    "AudioStage",
-    "OfflineAudio",
     "stft",
     "istft",
     "log_power",

@@ -3,7 +3,7 @@
 A :class:`MidiEvent` is what crosses from the MIDI thread to the render thread: the raw message bytes
 and the audio sample at which it happened. Offline, :func:`timeline` turns notes and controller changes
 (seconds) into raw messages in one fixed order, and :func:`score_events` stamps them with a sample
-clock; the offline rolls (rtperformer/rolls.py) and the live pianoroll (rtperformer/pianoroll.py) both
+clock; the offline rolls (rtperformer/roll/rolls.py) and the live pianoroll (rtperformer/roll/pianoroll.py) both
 consume exactly this stream, so the two agree frame for frame.
 
 stdlib only: no mido, no numpy, no torch.

@@ -4,7 +4,7 @@ Tempo changes are honoured (type 0/1: one tempo map for the whole file, from whi
 ``set_tempo`` events; type 2: each track its own). A note-on of a pitch already held on the same track and
 channel ends the held note and starts a new one (a re-strike); a note-on with velocity 0 is a note-off;
 a note-off without a held note is ignored; notes still held at the end of the file end there. Sustain
-(CC64) and expression (CC11) are kept as :class:`Control` changes; rtperformer/rolls.py applies them.
+(CC64) and expression (CC11) are kept as :class:`Control` changes; rtperformer/roll/rolls.py applies them.
 """
 
 from __future__ import annotations

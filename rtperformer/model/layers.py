@@ -5,7 +5,7 @@ Every block takes ``(x, stream)``: ``stream`` is ``None`` for a whole clip, or a
 streaming, swaps its zero left padding for the last input frames of the previous chunk. No block delays
 its output (output frame t is computed at input frame t), so parallel branches (skips, the on/off
 encoder) are aligned without extra buffers; the net's one delay is its declared lookahead
-(``PerformanceNet.lookahead_frames``: read by the backends, summed by the voice chain, rtperformer/voice.py).
+(``PerformanceNet.lookahead_frames``: read by the backends, summed by the voice chain, rtperformer/voice/chain.py).
 """
 
 from __future__ import annotations

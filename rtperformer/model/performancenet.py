@@ -1,7 +1,7 @@
 """PerformanceNet (Wang & Yang, AAAI 2019): ContourNet U-Net + on/off encoder + TextureNet.
 
 Input x (B, C_in, T) in the contract's layout [roll 0:P, onoff P:2P, velocity (if), expression (if),
-note-position channels (if)] (P = n_pitches; rtperformer.rolls.stack_inputs). The contour branch gets
+note-position channels (if)] (P = n_pitches; rtperformer.roll.rolls.stack_inputs). The contour branch gets
 everything but onoff, the on/off encoder gets onoff.
 Output (B, n_bins, T): log1p(power_scale * |S|^2) frames, output t aligned with input t.
 

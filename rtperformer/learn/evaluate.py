@@ -10,7 +10,7 @@ CC11 fixed: same timing, so it is frame-aligned with the target). Deadpan timing
 so its frame-by-frame numbers (LSD, SC) are reported but flagged ``aligned: false``; its pitch, onset,
 sharpness and level numbers use its own rolls and are comparable.
 
-Metrics: :mod:`rtperformer.metrics` (all in numpy). Summary numbers pool frames (and notes) over all pieces.
+Metrics: :mod:`rtperformer.learn.metrics` (all in numpy). Summary numbers pool frames (and notes) over all pieces.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 from rtperformer.atomic import atomic_write
 from rtperformer.config import Config
 from rtperformer.errors import UserError
-from rtperformer import metrics
+from rtperformer.learn import metrics
 
 # ----------------------------------------------------------------------------------------------------
 # one piece
@@ -158,7 +158,7 @@ def model_frames(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
 def synthesize(features: np.ndarray, cfg: Config, length: int | None = None) -> np.ndarray:
     """Audio (length,) from features (n_bins, T), default length (T-1)*hop: the voice chain's offline audio
     stage, as ``render`` makes it (``render.phase`` when it streams, else RTPGHI; delays dropped)."""
-    from rtperformer.dsp.audio_stage import OfflineAudio
+    from rtperformer.voice.audio_stage import OfflineAudio
 
     phase = cfg.render.phase if cfg.render.phase in ("rtpghi", "rtisila") else "rtpghi"
     n = length if length is not None else max(features.shape[1] - 1, 0) * cfg.audio.hop
@@ -190,7 +190,7 @@ def _lookup(it: Iterator[tuple]) -> Callable[[str], Any]:
 
 def load_pieces(cfg: Config, split: str, corpus: str | None = None) -> tuple[Iterator[tuple], dict[str, Callable[[str], Any]]]:
     """(target pieces, {baseline kind: lookup by piece id}) from the corpus's ``piece_arrays``."""
-    from rtperformer.data.dataset import piece_arrays
+    from rtperformer.learn.data.dataset import piece_arrays
 
     corpus = corpus or cfg.data.corpus_dir
     inst = cfg.data.instrument

@@ -1,6 +1,6 @@
 """Timed notes -> model input rolls, saved next to each render.
 
-The rolls follow rtperformer.rolls (its frame rule, shared with the live pianoroll).
+The rolls follow rtperformer.roll.rolls (its frame rule, shared with the live pianoroll).
 
 ``<kind>_rolls.npz`` holds the Rolls arrays in exact integer form (see :func:`save_rolls`) plus the
 events they came from: ``notes`` (N, 4) [start, end, pitch, velocity] seconds, ``cc11`` (M, 2)
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from rtperformer.atomic import atomic_write
-from rtperformer.rolls import Rolls, input_channels, notes_to_rolls, stack_inputs  # noqa: F401
+from rtperformer.roll.rolls import Rolls, input_channels, notes_to_rolls, stack_inputs  # noqa: F401
 
 _NOTE = namedtuple("_NOTE", "start end pitch velocity channel track")
 _CC = namedtuple("_CC", "time channel number value track")
@@ -25,7 +25,7 @@ _AUDIO = namedtuple("_AUDIO", "sample_rate hop")
 def rolls_from_events(notes: np.ndarray, cc11: np.ndarray, n_frames: int, sample_rate: int, hop: int) -> Rolls:
     """Rolls (T = n_frames) from notes (N, 4) [start, end, pitch, velocity] and cc11 (M, 2) [time, value].
 
-    Uses :func:`rtperformer.rolls.notes_to_rolls` (the same frame rule as the live pianoroll), all on one
+    Uses :func:`rtperformer.roll.rolls.notes_to_rolls` (the same frame rule as the live pianoroll), all on one
     MIDI channel.
     """
     ns = [_NOTE(float(a), float(b), int(p), int(v), 0, 0) for a, b, p, v in np.asarray(notes).reshape(-1, 4)]

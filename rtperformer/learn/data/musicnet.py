@@ -14,7 +14,7 @@ Formats:
 A :class:`Recording` has ``notes`` (N, 4) float64 rows [start_s, end_s, pitch, gm_instrument].
 ``import_musicnet`` writes ``<out>/<instrument>/musicnet-<id>/expressive.flac`` + ``expressive_rolls.npz``
 (velocity 100, no CC11: MusicNet has neither) and a manifest whose splits are by recording, so the
-same :class:`rtperformer.data.dataset.WindowDataset` reads it (``data.corpus_dir: data/musicnet``).
+same :class:`rtperformer.learn.data.dataset.WindowDataset` reads it (``data.corpus_dir: data/musicnet``).
 """
 
 from __future__ import annotations
@@ -188,8 +188,8 @@ def recording_splits(ids) -> dict[int, str]:
 
 def import_musicnet(source, instrument: str, out: str | Path, hop: int = 256, ids=None) -> dict:
     """Write ``instrument``'s MusicNet recordings into the corpus layout under ``out``; returns the manifest."""
-    from rtperformer.data.corpus import _write_flac
-    from rtperformer.data.rolls_io import rolls_from_events, save_rolls
+    from rtperformer.learn.data.corpus import _write_flac
+    from rtperformer.learn.data.rolls_io import rolls_from_events, save_rolls
     from rtperformer.dsp.features import n_frames
 
     if instrument not in GM_PROGRAM:

@@ -1,14 +1,14 @@
 """The render loop's engine: stamped MIDI events in, mixed audio out, one model step at a time.
 
 Owned by one thread (the render thread in ``serve``, the main thread offline). Per instrument a
-:class:`~rtperformer.voice.Voice` runs the one voice chain (live pianoroll -> model stage -> audio stage ->
-gate; see rtperformer/voice.py). :class:`Engine` routes events to voices by MIDI channel and mixes them; :meth:`Engine.render_step` renders the next
+:class:`~rtperformer.voice.chain.Voice` runs the one voice chain (live pianoroll -> model stage -> audio stage ->
+gate; see rtperformer/voice/chain.py). :class:`Engine` routes events to voices by MIDI channel and mixes them; :meth:`Engine.render_step` renders the next
 ``frames_per_step`` frames of every voice (hop samples each, at the model's rate), mixes, applies the
 master gain and resamples to the output rate (python-soxr ``ResampleStream``) when they differ.
 
 Render modes (``cfg.render.mode``): ``streaming`` (the streaming model, ``serve.step_frames`` frames per
 step) or ``window`` (the offline model over a sliding window, ``serve.window_step_frames`` new frames per
-run); see :class:`~rtperformer.voice.ModelStage` and :class:`~rtperformer.voice.WindowModelStage`.
+run); see :class:`~rtperformer.voice.chain.ModelStage` and :class:`~rtperformer.voice.chain.WindowModelStage`.
 
 Scheduling: ``schedule="asap"`` (live) applies each event at the next frame rendered; ``"exact"`` (offline,
 tests) applies an event stamped at sample s (model rate) at frame round(s / hop), as the offline rolls do.
@@ -20,7 +20,7 @@ cello, pipes/reeds 64-79 -> flute, when that instrument is loaded; GM channel 10
 ``serve.channel_map`` maps it), pitch bend (a frequency warp of that instrument's magnitude frames, +-
 ``serve.pitch_bend_range`` semitones, default 2).
 
-Gate (``serve.gate``, default on; :class:`~rtperformer.voice.Voice`): a trained model is near-silent
+Gate (``serve.gate``, default on; :class:`~rtperformer.voice.chain.Voice`): a trained model is near-silent
 without notes anyway; an untrained one is not, and the gate keeps "no note" silent. A closed voice skips
 the model; on the next note it restarts from its precomputed silence state (the state after 256 frames of
 no notes), which is exact for a finite-memory causal net.
@@ -40,7 +40,7 @@ from rtperformer.config import Config
 from rtperformer.errors import UserError
 from rtperformer.midi import decode as dec
 from rtperformer.midi.score import live_instrument
-from rtperformer.voice import Voice
+from rtperformer.voice.chain import Voice
 
 # Program change -> instrument live, by GM family (midi.score.FAMILIES): strings 40-47 and ensembles
 # 48-51 to violin (42/43 cello/contrabass and 47 timpani to cello), pipes and reeds 64-79 to flute.

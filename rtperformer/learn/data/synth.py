@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rtperformer.data.humanize import Performance
+from rtperformer.learn.data.humanize import Performance
 from rtperformer.errors import UserError
 
 FLUID_R3 = "/usr/share/sounds/sf2/FluidR3_GM.sf2"

@@ -7,7 +7,7 @@ workers) and memory-maps them afterwards:
 - ``<kind>.feat-<key>.npy``  float16 (n_bins, T): log1p(power_scale*|S|^2) of the audio
   (resampled to cfg.audio.sample_rate when the corpus rate differs), ``rtperformer.dsp.features.log_power``.
 - ``<kind>.in-<key>.npy``    uint8 (385, T): roll, onoff+1, velocity*127 (128 rows each), CC11 (1 row).
-- ``<kind>.pos-<key>.npy``   uint8 (256, T): note-position counters (rtperformer.rolls.positions_of), written
+- ``<kind>.pos-<key>.npy``   uint8 (256, T): note-position counters (rtperformer.roll.rolls.positions_of), written
   only for models with note-position inputs (``model.onset_decay_frames`` / ``release_decay_frames``).
 
 ``WindowDataset(corpus_dir, instrument, split, cfg)`` is map-style: item i is the window starting at
@@ -30,10 +30,10 @@ from typing import Iterator
 import numpy as np
 
 from rtperformer.atomic import atomic_write
-from rtperformer.data.rolls_io import load_rolls
-from rtperformer.data.splits import read_splits, split_of, split_path
+from rtperformer.learn.data.rolls_io import load_rolls
+from rtperformer.learn.data.splits import read_splits, split_of, split_path
 from rtperformer.errors import UserError
-from rtperformer.rolls import position_channels, position_taus, positions_of
+from rtperformer.roll.rolls import position_channels, position_taus, positions_of
 
 try:
     import torch.utils.data as _tud

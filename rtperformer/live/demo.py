@@ -1,7 +1,7 @@
 """``make demo``: replay the bundled trio (rtperformer/assets/demo.mid) through the live engine in real time.
 
 The same path as ``rtperformer serve``: a replay thread plays the MIDI file in real time and stamps each
-message with the audio sample clock, the render thread runs the :class:`~rtperformer.engine.Engine`
+message with the audio sample clock, the render thread runs the :class:`~rtperformer.live.engine.Engine`
 (violin, cello and flute models from models/ when present) into the SPSC ring, and a paced stand-in for
 the sound card (no audio device needed) pulls a block every 256 frames of wall-clock time and records
 exactly what it pulled. After the piece it plays a few isolated notes, whose onsets are measured in the
@@ -10,7 +10,7 @@ onsets) and out/demo_latency.png, and prints note-on -> onset latency and the re
 
 Without trained models it plays a small random-weight model (noise shaped by the notes), saying so.
 
-    python -m rtperformer.demo [--mode streaming|window] [--midi FILE] [--out out] [--config NAME]
+    python -m rtperformer.live.demo [--mode streaming|window] [--midi FILE] [--out out] [--config NAME]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from rtperformer import paths
 from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 
-ASSET = Path(__file__).resolve().parent / "assets" / "demo.mid"
+ASSET = paths.PACKAGE_DIR / "assets" / "demo.mid"
 PROBE_NOTES = (62, 66, 69, 74, 67, 71, 64, 76)
 
 
@@ -45,7 +45,7 @@ def _random_instrument():
     import torch
 
     from rtperformer.config import from_dict
-    from rtperformer.engine import Instrument
+    from rtperformer.live.engine import Instrument
     from rtperformer.model.performancenet import build_model
 
     cfg = from_dict({"model": {"channels": [32, 64, 64], "onoff_channels": [32, 32], "texture_bands": [2, 4],
@@ -121,7 +121,7 @@ def _save(fig, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtperformer.demo", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m rtperformer.live.demo", description=__doc__.splitlines()[0])
     p.add_argument("--midi", default=str(ASSET), help="MIDI file to replay (default: the bundled trio)")
     p.add_argument("--out", default=str(paths.output_dir()), help="output folder (default out/)")
     p.add_argument("--mode", choices=["streaming", "window"], help="override render.mode")
@@ -150,9 +150,9 @@ def _run(args) -> int:
     from rtperformer.audio.ring import AudioRing
     from rtperformer.midi.queue import MidiQueue
     from rtperformer.config import Config, load_config
-    from rtperformer.engine import Engine, load_instruments
+    from rtperformer.live.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
-    from rtperformer.session import RING_FRAMES, LiveSession
+    from rtperformer.live.session import RING_FRAMES, LiveSession
 
     cfg = load_config(args.config) if args.config else Config()
     if args.mode:

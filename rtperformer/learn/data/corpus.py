@@ -25,12 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from rtperformer.atomic import atomic_write
-from rtperformer.data import scores
-from rtperformer.data.humanize import perform
-from rtperformer.data.rolls_io import rolls_from_events, save_rolls
+from rtperformer.learn.data import scores
+from rtperformer.learn.data.humanize import perform
+from rtperformer.learn.data.rolls_io import rolls_from_events, save_rolls
 from rtperformer.dsp.features import n_frames
-from rtperformer.data.splits import SPLITS, assign_split, read_splits, split_of, split_path, write_splits
-from rtperformer.data.synth import GAIN, Patch, Renderer, default_patch
+from rtperformer.learn.data.splits import SPLITS, assign_split, read_splits, split_of, split_path, write_splits
+from rtperformer.learn.data.synth import GAIN, Patch, Renderer, default_patch
 from rtperformer.errors import UserError
 from rtperformer.midi.score import INSTRUMENTS  # noqa: F401  (re-exported for the data command)
 

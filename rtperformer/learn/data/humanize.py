@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from rtperformer.data.scores import Line
+from rtperformer.learn.data.scores import Line
 
 KINDS = ("expressive", "deadpan", "flat")
 DEADPAN_VELOCITY = 80

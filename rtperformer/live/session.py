@@ -1,4 +1,4 @@
-"""One live session's threads around an :class:`~rtperformer.engine.Engine` (rtperformer/server.py wires them
+"""One live session's threads around an :class:`~rtperformer.live.engine.Engine` (rtperformer/live/server.py wires them
 to real ports):
 
 - MIDI (rtmidi's thread, or the file replay thread): stamp with the audio sample clock, push onto a

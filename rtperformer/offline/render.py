@@ -1,11 +1,11 @@
-"""Offline rendering: a Score -> rolls -> the voice chain (rtperformer/voice.py) in chunks -> audio.
+"""Offline rendering: a Score -> rolls -> the voice chain (rtperformer/voice/chain.py) in chunks -> audio.
 
 Every stage streams, so memory is bounded whatever the length of the piece:
 
 - inputs: :class:`InputStream` paints the rolls frame range by frame range from a
-  :class:`~rtperformer.rolls.NoteTracker` (the same code as the live pianoroll), zeros past the end;
+  :class:`~rtperformer.roll.rolls.NoteTracker` (the same code as the live pianoroll), zeros past the end;
 - model (:func:`model_frames`): the streaming form runs the chain's model stage (torch backend) over
-  ``render.chunk_frames`` chunks with its delay dropped (:func:`rtperformer.voice.render_stream`); the
+  ``render.chunk_frames`` chunks with its delay dropped (:func:`rtperformer.voice.chain.render_stream`); the
   paper form (or ``render.mode: window``) runs ``render.window_frames`` windows overlapping by
   ``render.crossfade_frames``, crossfaded linearly in the log-power domain (both windows predict the same
   frames, so a linear fade keeps the level);
@@ -14,7 +14,7 @@ Every stage streams, so memory is bounded whatever the length of the piece:
   (:class:`rtperformer.dsp.griffin_lim.BlockGriffinLim`, in crossfaded blocks);
 - audio: each instrument to a float WAV in a temp folder, then mixed block-wise.
 
-Mixing and the PNG: :mod:`rtperformer.mixdown` (parts summed at unit gain, then one peak-safe gain).
+Mixing and the PNG: :mod:`rtperformer.offline.mixdown` (parts summed at unit gain, then one peak-safe gain).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 from rtperformer.midi.score import DRUM_CHANNEL, FAMILIES, INSTRUMENTS, Score, by_register, choose_instrument, fit_pitch
 from rtperformer.audio.wavfile import open_wav
-from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
+from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
 from rtperformer.midi.events import seconds_to_sample
 from rtperformer.dsp.griffin_lim import BlockGriffinLim
-from rtperformer.dsp.audio_stage import OfflineAudio
-from rtperformer.mixdown import PreviewCollector, mix_to_wav, write_png
-from rtperformer.voice import render_stream
+from rtperformer.voice.audio_stage import OfflineAudio
+from rtperformer.offline.mixdown import PreviewCollector, mix_to_wav, write_png
+from rtperformer.voice.chain import render_stream
 
 
 
@@ -197,7 +197,7 @@ def model_frames(model: Any, cfg: Any, inputs: InputStream, progress: Callable[[
     covering exactly ``inputs.n_frames`` frames.
 
     Streaming form with ``render.mode: streaming``: the voice chain's model stage (the torch backend) in
-    ``render.chunk_frames`` steps, its delay dropped (:func:`rtperformer.voice.render_stream`); otherwise
+    ``render.chunk_frames`` steps, its delay dropped (:func:`rtperformer.voice.chain.render_stream`); otherwise
     overlapping windows of the whole-clip model.
     """
     import torch
@@ -205,7 +205,7 @@ def model_frames(model: Any, cfg: Any, inputs: InputStream, progress: Callable[[
     rc = cfg.render
     T = inputs.n_frames
     if cfg.model.form == "streaming" and rc.mode == "streaming":
-        from rtperformer.voice import ModelStage, make_backend
+        from rtperformer.voice.chain import ModelStage, make_backend
 
         stage = ModelStage(make_backend("torch", model, cfg, max(1, rc.chunk_frames)))
         yield from render_stream(stage, inputs.next, T, max(1, rc.chunk_frames), progress)

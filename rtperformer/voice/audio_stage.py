@@ -6,7 +6,7 @@
     RTISI-LA, delay d frames) -> streaming iSTFT (delay n_fft//2 - trim_hops*hop samples) -> (n*hop,)
 
 :class:`AudioStage` is the one phase/iSTFT pipeline of the project: the live voices
-(:class:`rtperformer.voice.Voice`), offline render and eval (:class:`OfflineAudio`, the same stage with
+(:class:`rtperformer.voice.chain.Voice`), offline render and eval (:class:`OfflineAudio`, the same stage with
 its delays dropped) run it. Griffin-Lim, offline only, is :mod:`rtperformer.dsp.griffin_lim`.
 """
 

@@ -1,6 +1,6 @@
 """The live server: MIDI thread -> event queue -> render thread -> SPSC ring -> audio callback.
 
-The threads of one session are :class:`rtperformer.session.LiveSession` (the render loop, pacing, status
+The threads of one session are :class:`rtperformer.live.session.LiveSession` (the render loop, pacing, status
 line); this module opens the real ports around it.
 
 :func:`serve` is ``rtperformer serve``: it opens the MIDI port before PortAudio (the rtmidi/JACK-Client
@@ -21,7 +21,7 @@ from rtperformer.audio.recorder import WavRecorder
 from rtperformer.audio.ring import AudioRing
 from rtperformer.config import Config
 from rtperformer.midi.queue import MidiQueue
-from rtperformer.session import EXIT_AUDIO_LOST, RING_FRAMES, LiveSession
+from rtperformer.live.session import EXIT_AUDIO_LOST, RING_FRAMES, LiveSession
 
 
 def midi_status(source, events: MidiQueue, engine) -> str:
@@ -64,7 +64,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
     """Run the live server until SIGINT/SIGTERM (or ``duration`` seconds). Returns the exit code.
 
     ``midi_file``: replay this MIDI file in real time as the input instead of a port. ``connect_midi`` /
-    ``connect_audio``: JACK connection patterns (rtperformer/jackroute.py); ``connect_midi`` None = ``all``
+    ``connect_audio``: JACK connection patterns (rtperformer/live/jackroute.py); ``connect_midi`` None = ``all``
     (every hardware MIDI output) for a virtual port, ``none`` with ``midi_port``."""
     from rtperformer.audio.output import AudioOutput, JACK_HOSTAPI, find_output_device, prepare_portaudio
     from rtperformer.midi.sources import RtMidiSource, default_api
@@ -101,7 +101,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         dev_index, dev_info, hostapi = find_output_device(audio_device, prefer_jack=(api == "jack"))
         rate = int(round(dev_info["default_samplerate"]))
         channels = max(1, min(int(cfg.serve.channels), int(dev_info["max_output_channels"])))
-        from rtperformer.engine import Engine
+        from rtperformer.live.engine import Engine
 
         engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
         ring = AudioRing(RING_FRAMES, 1)
@@ -131,7 +131,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         source.arm()
         ports = _jack_ports_of(f"{client_name}-out") if hostapi == JACK_HOSTAPI else []
         if ports or (api == "jack" and not midi_file):
-            from rtperformer.jackroute import route
+            from rtperformer.live.jackroute import route
 
             own_midi = None if midi_file or api != "jack" else f"{client_name}:{virtual or 'in'}"
             pattern = connect_midi or ("all" if virtual else "none")

@@ -8,11 +8,11 @@
 - :class:`ModelStage`: the streaming model through a runtime of :mod:`rtperformer.backends` with its
   carried state (``render.mode: streaming``) or, live only, the offline model over a sliding window
   (``window``). Its delay ``L`` is the backend's ``lookahead_frames`` (read from the model there, once).
-- :class:`~rtperformer.dsp.audio_stage.AudioStage` (rtperformer/dsp/audio_stage.py):
+- :class:`~rtperformer.voice.audio_stage.AudioStage` (rtperformer/voice/audio_stage.py):
   :func:`rtperformer.dsp.to_magnitude` (the one numpy log1p inversion), the pitch-bend frequency warp, the
   streaming phase (RTPGHI or RTISI-LA, delay ``d``) and the streaming iSTFT (``n_fft//2 - trim_hops*hop``
-  samples of delay); :class:`~rtperformer.dsp.audio_stage.OfflineAudio` is it with the delays dropped.
-- :class:`Voice` (live, one per instrument of :class:`rtperformer.engine.Engine`): live pianoroll -> model
+  samples of delay); :class:`~rtperformer.voice.audio_stage.OfflineAudio` is it with the delays dropped.
+- :class:`Voice` (live, one per instrument of :class:`rtperformer.live.engine.Engine`): live pianoroll -> model
   stage -> audio stage -> gate and gains.
 - :func:`render_stream` (offline: ``render``, ``eval``): the same two stages with the delays dropped.
 
@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from rtperformer.dsp.audio_stage import AudioStage
+from rtperformer.voice.audio_stage import AudioStage
 from rtperformer.errors import UserError
 
 SILENCE_WARMUP_FRAMES = 256
@@ -191,7 +191,7 @@ def render_stream(stage: ModelStage, next_inputs: Callable[[int], np.ndarray], n
 class Voice:
     """One instrument's live chain: pianoroll -> model stage -> audio stage -> gate and gains.
 
-    ``inst``: an :class:`rtperformer.engine.Instrument`; ``cfg``: the render and serve settings;
+    ``inst``: an :class:`rtperformer.live.engine.Instrument`; ``cfg``: the render and serve settings;
     ``mode``: streaming | window; ``n_step``: frames per :meth:`render`.
 
     Gate (``serve.gate``): the output is multiplied by an envelope that opens (in 1 ms) when a note sounds
@@ -200,8 +200,8 @@ class Voice:
     """
 
     def __init__(self, inst: Any, cfg: Any, mode: str, n_step: int):
-        from rtperformer.pianoroll import LivePianoroll
-        from rtperformer.rolls import input_channels
+        from rtperformer.roll.pianoroll import LivePianoroll
+        from rtperformer.roll.rolls import input_channels
 
         self.name = inst.name
         self.cfg = inst.cfg

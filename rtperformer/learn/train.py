@@ -13,10 +13,10 @@ Targets: the model's offline output frame t is aligned with input frame t for ev
 form's lookahead is inside ``model(x)``), so the loss compares ``model(x)`` (B, n_bins, T) with
 ``y`` (B, n_bins, T) directly.
 
-Data (:mod:`rtperformer.train_data`): windows ``(x (C_in, T), y (n_bins, T))`` from
-``rtperformer.data.dataset.WindowDataset`` (train), and a fixed list of validation windows cut from
+Data (:mod:`rtperformer.learn.train_data`): windows ``(x (C_in, T), y (n_bins, T))`` from
+``rtperformer.learn.data.dataset.WindowDataset`` (train), and a fixed list of validation windows cut from
 ``piece_arrays`` (valid split), so every validation of every run sees the same frames. The resume state
-is :mod:`rtperformer.train_state`. Each rank draws its own random windows (seed + 1000 * rank); gradients
+is :mod:`rtperformer.learn.train_state`. Each rank draws its own random windows (seed + 1000 * rank); gradients
 are averaged by DDP, so all ranks hold the same parameters; only rank 0 writes files.
 
 Every validation reports loss-independent numbers (``mse``, ``l1`` on features, ``sc`` on magnitudes)
@@ -41,9 +41,9 @@ import torch.distributed as dist
 
 from rtperformer.config import Config
 from rtperformer.errors import UserError
-from rtperformer.losses import LOSSES, feature_metrics, make_loss
-from rtperformer.train_data import Window, as_tensor, batches, default_data
-from rtperformer.train_state import RESUME_DIR, STATE_FILE, read_resume, save_resume
+from rtperformer.learn.losses import LOSSES, feature_metrics, make_loss
+from rtperformer.learn.train_data import Window, as_tensor, batches, default_data
+from rtperformer.learn.train_state import RESUME_DIR, STATE_FILE, read_resume, save_resume
 
 LOG_FILE = "train_log.jsonl"
 

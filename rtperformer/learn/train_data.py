@@ -75,7 +75,7 @@ def cut_windows(pieces: Iterable[tuple[Any, Any]], clip_frames: int, max_windows
 
 def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
     """(train dataset, valid windows, data description) from the corpus named by ``cfg.data``."""
-    from rtperformer.data.dataset import WindowDataset, piece_arrays
+    from rtperformer.learn.data.dataset import WindowDataset, piece_arrays
 
     corpus, inst = cfg.data.corpus_dir, cfg.data.instrument
     if not Path(corpus, inst).is_dir():
@@ -120,7 +120,7 @@ class SyntheticWindows:
     """A learnable toy corpus for smoke tests and DDP checks (no audio, no FluidSynth).
 
     Iterating yields endless ``(x (C_in, T), y (n_bins, T))`` float32 windows: a random monophonic melody
-    in the model's input layout (:func:`rtperformer.rolls.stack_inputs`: roll, onoff, velocity, expression
+    in the model's input layout (:func:`rtperformer.roll.rolls.stack_inputs`: roll, onoff, velocity, expression
     as the model config asks) and, as
     target, ``log1p(power_scale * P)`` of a harmonic comb at each note's pitch that decays after the onset.
     """
@@ -130,7 +130,7 @@ class SyntheticWindows:
         self._rng = np.random.default_rng(seed)
 
     def channels(self) -> int:
-        from rtperformer.rolls import input_channels
+        from rtperformer.roll.rolls import input_channels
 
         return input_channels(self.cfg.model)
 
@@ -166,7 +166,7 @@ class SyntheticWindows:
             parts.append(vel)
         if m.expression:
             parts.append(np.ones((1, T), np.float32))
-        from rtperformer.rolls import position_channels, positions_of
+        from rtperformer.roll.rolls import position_channels, positions_of
 
         parts.extend(position_channels(positions_of(roll, onoff), m))
         x = np.concatenate(parts, 0)

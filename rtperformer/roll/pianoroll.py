@@ -2,9 +2,9 @@
 
 One :class:`LivePianoroll` per instrument, owned by the render thread (not thread safe: the MIDI thread
 hands events over through a queue, the render thread calls :meth:`LivePianoroll.apply` and
-:meth:`LivePianoroll.next_frames`). It runs the same :class:`rtperformer.rolls.NoteTracker` and
-:class:`rtperformer.rolls.RollPainter` as the offline path, so for the same events its frames equal
-``stack_inputs(notes_to_rolls(...))`` frame for frame (see rtperformer/rolls.py for the semantics).
+:meth:`LivePianoroll.next_frames`). It runs the same :class:`rtperformer.roll.rolls.NoteTracker` and
+:class:`rtperformer.roll.rolls.RollPainter` as the offline path, so for the same events its frames equal
+``stack_inputs(notes_to_rolls(...))`` frame for frame (see rtperformer/roll/rolls.py for the semantics).
 
 Time: frame t is centred at sample t*hop; an event at sample s belongs to frame round(s/hop) (half up).
 An event for a frame already emitted (late) takes effect at the next emitted frame; an event for a
@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rtperformer.rolls import NoteTracker, RollPainter, Rolls, input_channels, sample_to_frame, stack_inputs
+from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls, input_channels, sample_to_frame, stack_inputs
 
 
 class LivePianoroll:

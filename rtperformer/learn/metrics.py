@@ -24,7 +24,7 @@ Masks come from the input rolls x (C_in, T): roll = x[0:128], onoff = x[128:256]
   ``matched`` share, ``median_abs_ms``, ``median_ms`` (signed: positive = late).
 
 Summary numbers (:class:`Pool`) pool frames (and notes) over all pieces. The run over a corpus split is
-:mod:`rtperformer.evaluate`.
+:mod:`rtperformer.learn.evaluate`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Mixing (:func:`mix_to_wav`): parts are summed at unit gain (the models' trained levels are kept), then
 one gain for the whole file: ``min(1, PEAK_CEILING / peak)`` with the ceiling at -1 dBFS, never boosting.
-Parts are :class:`rtperformer.render.PartResult` (path, sample_rate, n_samples, peak, preview).
+Parts are :class:`rtperformer.offline.render.PartResult` (path, sample_rate, n_samples, peak, preview).
 """
 
 from __future__ import annotations
