@@ -75,7 +75,7 @@ class FrameModel:
 
 
 def same_audio(audio):
-    return lambda feats, cfg, length=None: audio[:length]
+    return lambda feats, cfg, length=None, notes=None: audio[:length]
 
 
 def test_note_regions(piece):

@@ -44,19 +44,28 @@ def live(model, cfg, n_samples):
     return out, voice.delay_samples
 
 
-@pytest.mark.parametrize("phase,lookahead,step", [("rtpghi", 0, 1), ("rtpghi", 1, 4), ("rtisila", 2, 3)])
-def test_offline_render_equals_live_engine_shifted_by_the_chain_delay(tmp_path, phase, lookahead, step):
+@pytest.mark.parametrize("phase,lookahead,step,score", [
+    ("rtpghi", 0, 1, 0.0), ("rtpghi", 1, 4, 0.0), ("rtisila", 2, 3, 0.0),
+    # the score-informed phase on for every note (100 bins), without and with the phase's lookahead
+    ("rtpghi", 0, 1, 100.0), ("rtpghi", 1, 4, 100.0)])
+def test_offline_render_equals_live_engine_shifted_by_the_chain_delay(tmp_path, phase, lookahead, step, score):
     """Same events, same settings (gate off: offline has none; the offline chunk is the live step, since
     torch's float rounding depends on the step size): render's samples are the live engine's,
     delay_samples earlier, sample for sample. Compared from n_fft on, up to n_fft before the end: live
     synthesises the phase's warm-up frames (silence) where offline drops them, which changes the first
-    window sum, and offline flushes its end where live goes on."""
+    window sum, and offline flushes its end where live goes on. With the score-informed phase the held
+    notes reach the phase aligned with the frames they go with (live: delayed by the model's lookahead)."""
     look = {"phase_lookahead": lookahead} if phase == "rtpghi" else {"rtisila_lookahead": lookahead}
-    model, cfg = tiny(render={"phase": phase, "chunk_frames": step, **look},
+    model, cfg = tiny(render={"phase": phase, "chunk_frames": step, "score_phase_below_bins": score, **look},
                       serve={"gate": False, "step_frames": step, "istft_trim_hops": 0, "backend": "torch"})
     wav = tmp_path / "part.wav"
     res = render_part(Part("violin", [(0, 0)], NOTES, []), model, cfg, SECONDS, wav, progress_bar=False)
     offline = sf.read(str(wav), dtype="float32")[0]
+    if score:  # the score phase is in play: without it the render differs
+        _, off_cfg = tiny(render={"phase": phase, "chunk_frames": step, "score_phase_below_bins": 0.0, **look})
+        plain = tmp_path / "plain.wav"
+        render_part(Part("violin", [(0, 0)], NOTES, []), model, off_cfg, SECONDS, plain, progress_bar=False)
+        assert np.abs(sf.read(str(plain), dtype="float32")[0] - offline).max() > 1e-3
     n = res.n_samples
     assert offline.shape == (n,)
     out, delay = live(model, cfg, n)
@@ -85,6 +94,36 @@ def test_low_delay_synthesis_offline_equals_live(trim):
     assert delay == ac.n_fft // 2 - trim * ac.hop
     a = ac.n_fft
     np.testing.assert_array_equal(out[delay + a : delay + n - a], offline[a : n - a])
+
+
+def test_live_notes_reach_the_audio_stage_with_the_model_frames_they_go_with():
+    """With a model lookahead L, output frame j of a step estimates input frame j - L: the live voice hands
+    the audio stage the held-note roll of those input frames (offline, render_stream pairs them the same
+    way), so the score-informed phase hears each note with its own frames."""
+    L, step = 2, 3
+    model, cfg = tiny(model={"lookahead_frames": L}, serve={"gate": False, "step_frames": step, "backend": "torch"})
+    eng = Engine([Instrument("violin", model, cfg)], cfg, schedule="exact")
+    voice = eng.voices["violin"]
+    for s, d in sorted((seconds_to_sample(m.time, cfg.audio.sample_rate), m.data) for m in timeline(NOTES, [])):
+        eng.push(s, d)
+    xs, notes = [], []
+    model_step, audio_push = voice.model.step, voice.audio.push
+
+    def record_step(x):
+        xs.append(x[: cfg.model.n_pitches].copy())
+        return model_step(x)
+
+    def record_push(y, held=None):
+        notes.append(held.copy())
+        return audio_push(y, held)
+
+    voice.model.step, voice.audio.push = record_step, record_push
+    while eng.frame < 60:
+        eng.render_step()
+    x, held = np.concatenate(xs, axis=1), np.concatenate(notes, axis=1)
+    assert x.shape == held.shape and x[:, :-L].any()
+    np.testing.assert_array_equal(held[:, L:], x[:, :-L])
+    assert not held[:, :L].any()
 
 
 def envelope(x, width=64):

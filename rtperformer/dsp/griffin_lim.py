@@ -147,7 +147,9 @@ class BlockGriffinLim:
         self._tail = None  # audio of the previous block over the overlap
         self._written = 0
 
-    def push(self, features: np.ndarray) -> np.ndarray:
+    def push(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) -> the audio of the blocks completed so far; ``notes`` (the held-note roll
+        the streaming stages take) is not used: Griffin-Lim finds its phase by iterating."""
         mag = to_magnitude(features, self.audio_cfg)
         self._mags.append(mag)
         self._buffered += mag.shape[1]

@@ -18,12 +18,13 @@ def make_phase(name: str, audio_cfg: AudioConfig, render_cfg: RenderConfig | Non
     """Phase reconstructor by name: "rtpghi" | "rtisila" (streaming, ``.streaming = True``) | "gla" (offline).
 
     Streaming objects have ``.process(mag (n_bins, n)) -> complex64 (n_bins, n)``, ``.delay_frames``,
-    ``.reset()``. Settings come from render_cfg (phase_lookahead, rtisila_lookahead, rtisila_iterations,
-    gla_iterations, gla_momentum).
+    ``.reset()``; RTPGHI also takes the held notes (``score_informed``). Settings come from render_cfg
+    (phase_lookahead, score_phase_below_bins, rtisila_lookahead, rtisila_iterations, gla_iterations,
+    gla_momentum).
     """
     rc = render_cfg if render_cfg is not None else RenderConfig()
     if name == "rtpghi":
-        obj = RTPGHI(audio_cfg, lookahead=rc.phase_lookahead)
+        obj = RTPGHI(audio_cfg, lookahead=rc.phase_lookahead, score_below_bins=rc.score_phase_below_bins)
     elif name == "rtisila":
         obj = RTISILA(audio_cfg, lookahead=rc.rtisila_lookahead, iterations=rc.rtisila_iterations)
     elif name == "gla":

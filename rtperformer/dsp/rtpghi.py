@@ -16,6 +16,14 @@ The previous frame's coefficients enter as one list sorted in place (largest fir
 max-heap of the current frame's: the same pop order as one heap holding both (on a tie the previous
 frame's goes first), ~10 % less CPU per frame, and nothing allocated per call.
 
+Score-informed phase (``score_below_bins``, render.score_phase_below_bins): while a held note's f0 is
+below that many bins, the frame's phase comes from the score instead of the heap: bin k advances by
+2*pi*a*f/N per frame, f the harmonic h*f0 (in bins, any held note) nearest to k, and takes the phase of
+the bin nearest f -- every bin of one harmonic shares one phase, as the lobe of a stationary sinusoid
+does. Below ~3 bins (141 Hz at 48 kHz / 1024) a note's partials lie closer than the Hann main lobe's half
+width, the magnitude's slope no longer says where they are, and the heap plays them an octave or a fifth
+off, above all for a stationary (model) magnitude (models/README.md, "Cello pitch").
+
 lookahead=0: ds/dt by the backward difference s[n] - s[n-1]; no delay.
 lookahead=1: ds/dt by the centred difference (s[n+1] - s[n-1]) / 2; output is one frame late.
 
@@ -35,6 +43,7 @@ from rtperformer.config import AudioConfig
 from rtperformer.dsp.features import gaussian_lambda
 
 TWO_PI = 2.0 * math.pi
+MAX_PITCHES = 128  # rows of a notes roll: MIDI pitches 0..127
 
 
 @njit(cache=True, inline="always")
@@ -101,17 +110,74 @@ def _xorshift_phase(rng):
 
 
 @njit(cache=True, nogil=True)
+def _score_partials(notes, j, lookahead, f0_bins, bend_ratio, below_bins, state_notes, partials):
+    """The f0s (bins, bend applied) of the notes of the frame computed now into partials[:nf]; nf = 0
+    unless the lowest is below ``below_bins``. With no note held the last held set stays (its release
+    rings on). With lookahead 1 the frame computed now is the pending one (state_notes row 0), and
+    column j becomes the pending one."""
+    P = notes.shape[0]
+    if P == 0:
+        return 0
+    held = 0
+    for p in range(P):
+        v = state_notes[0, p] if lookahead == 1 else notes[p, j]
+        if v > 0.0:
+            held += 1
+    if held > 0:
+        for p in range(P):
+            v = state_notes[0, p] if lookahead == 1 else notes[p, j]
+            state_notes[1, p] = 1.0 if v > 0.0 else 0.0
+    if lookahead == 1:
+        for p in range(P):
+            state_notes[0, p] = notes[p, j]
+    nf = 0
+    lowest = 1e300
+    for p in range(P):
+        if state_notes[1, p] > 0.0:
+            partials[nf] = f0_bins[p] * bend_ratio
+            lowest = min(lowest, partials[nf])
+            nf += 1
+    return nf if lowest < below_bins else 0
+
+
+@njit(cache=True, nogil=True)
+def _score_phase(M, nf, f0s, omega, state_phase, phase, tgrad):
+    """Score-informed phase of one frame: bin k belongs to the harmonic h*f0 (of the f0s[:nf], in bins)
+    nearest to it, advances by that harmonic's frequency (omega * h*f0 rad per frame) and takes the phase
+    of the bin nearest the harmonic, advanced from the previous frame: all bins of one harmonic share one
+    centre-referenced phase, as a stationary sinusoid's lobe does."""
+    for k in range(M):
+        best = 1e300
+        f = f0s[0]
+        for i in range(nf):
+            h = max(1.0, math.floor(k / f0s[i] + 0.5))
+            d = abs(k - h * f0s[i])
+            if d < best:
+                best = d
+                f = h * f0s[i]
+        a = min(max(int(math.floor(f + 0.5)), 0), M - 1)
+        w = omega * f
+        phase[k] = state_phase[a] + w
+        tgrad[k] = w
+
+
+@njit(cache=True, nogil=True)
 def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                   state_mag, state_phase, state_tgrad, have_pending, rng,
-                  keys, idx, done, logs_prev, logs_cur, logs_next, tgrad, fgrad, phase, pkeys, porder):
+                  keys, idx, done, logs_prev, logs_cur, logs_next, tgrad, fgrad, phase, pkeys, porder,
+                  notes, f0_bins, bend_ratio, below_bins, state_notes, partials):
     """Process frames mags (M, n) float32 into out (M, n) complex64.
 
     state_mag (3, M) float64: rows 0 = previous done frame, 1 = pending frame (lookahead 1).
     state_phase, state_tgrad (M,) float64: phase and dphi/dt of the previous done frame.
     have_pending (1,) int64: 1 when row 1 holds a frame waiting for its successor.
+    notes (P, n) float32: the held-note roll aligned with mags (P = 0: no score, plain RTPGHI);
+    f0_bins (P,) float64: each pitch's f0 in bins; state_notes (2, P) float32: row 0 = the pending frame's
+    notes (lookahead 1), row 1 = the last held set (kept through the release); partials (P,) scratch.
     """
     M = mags.shape[0]
     n = mags.shape[1]
+    P = notes.shape[0]
     for j in range(n):
         # choose the frame to compute now (cur) and its successor (nxt) for the centred difference
         if lookahead == 1:
@@ -119,6 +185,8 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                 for k in range(M):
                     state_mag[1, k] = mags[k, j]
                     out[k, j] = 0.0
+                for p in range(P):
+                    state_notes[0, p] = notes[p, j]
                 have_pending[0] = 1
                 continue
             for k in range(M):
@@ -128,6 +196,7 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
             for k in range(M):
                 state_mag[1, k] = mags[k, j]
             cur_row = 1
+        nf = _score_partials(notes, j, lookahead, f0_bins, bend_ratio, below_bins, state_notes, partials)
         # tolerance relative to the largest coefficient of the frames involved
         mx = 0.0
         for k in range(M):
@@ -153,15 +222,19 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
             else:
                 dsdt = logs_cur[k] - logs_prev[k]
             fgrad[k] = fgrad_coef * dsdt
-        # heap integration
         todo = 0
-        for k in range(M):
-            if state_mag[cur_row, k] > abstol:
-                done[k] = False
-                todo += 1
-            else:
-                done[k] = True
-                phase[k] = _xorshift_phase(rng)
+        if nf > 0:
+            # score-informed (a low note is held): every bin from the nearest harmonic, no heap
+            _score_phase(M, nf, partials, omega, state_phase, phase, tgrad)
+        else:
+            # heap integration
+            for k in range(M):
+                if state_mag[cur_row, k] > abstol:
+                    done[k] = False
+                    todo += 1
+                else:
+                    done[k] = True
+                    phase[k] = _xorshift_phase(rng)
         # prev-frame entries in descending key order (a sorted list instead of heap pushes), merged with
         # a heap of current-frame entries
         np_prev = 0
@@ -221,14 +294,26 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
 
 
 class RTPGHI:
-    """Streaming RTPGHI. process(mag (n_bins, n) float) -> complex64 (n_bins, n).
+    """Streaming RTPGHI. process(mag (n_bins, n) float, notes (P, n) | None) -> complex64 (n_bins, n).
 
     Frame j of the output is input frame j - delay_frames (delay_frames = lookahead); warm-up frames
     are zero. Chunking does not change the result. ``tol``: relative magnitude below which coefficients
     get a random phase (default 1e-5, -100 dB). ``seed`` fixes that random phase.
+
+    Score-informed phase (``score_below_bins`` > 0): with ``notes``, the held-note roll aligned with
+    ``mag`` (P <= 128 rows, row = MIDI pitch, > 0 = held), every frame in which a held note's f0 (times
+    :attr:`bend_ratio`) lies below ``score_below_bins`` bins (sample_rate / n_fft each) takes its phase
+    from the score instead of the heap: each bin advances with the nearest harmonic of the held notes
+    and all bins of one harmonic share one phase. Below ~2 bins a note's partials are closer than the
+    Hann main lobe's half width, the magnitude's slope no longer says where they are, and RTPGHI puts the
+    sound an octave or a fifth off (models/README.md, "Cello pitch"). With no note held the last held
+    set stays (the release rings at its pitch). No added delay; per frame O(n_bins * notes held).
     """
 
-    def __init__(self, audio_cfg: AudioConfig, lookahead: int = 0, tol: float = 1e-5, seed: int = 1):
+    score_informed = True
+
+    def __init__(self, audio_cfg: AudioConfig, lookahead: int = 0, tol: float = 1e-5, seed: int = 1,
+                 score_below_bins: float = 0.0):
         if lookahead not in (0, 1):
             raise ValueError(f"RTPGHI lookahead must be 0 or 1, got {lookahead}")
         self.cfg = audio_cfg
@@ -242,6 +327,13 @@ class RTPGHI:
         self._tgrad_coef = a * N / gamma
         self._fgrad_coef = -gamma / (a * N)
         self._omega = TWO_PI * a / N
+        self.score_below_bins = float(score_below_bins)
+        self.bend_ratio = 1.0
+        bin_hz = audio_cfg.sample_rate / N
+        self._f0_bins = 440.0 * 2.0 ** ((np.arange(MAX_PITCHES) - 69) / 12.0) / bin_hz
+        self._no_notes = np.zeros((0, 1), np.float32)
+        self._state_notes = np.zeros((2, MAX_PITCHES), np.float32)
+        self._partials = np.empty(MAX_PITCHES, np.float64)
         self._state_mag = np.zeros((3, M), dtype=np.float64)
         self._state_phase = np.zeros(M, dtype=np.float64)
         self._state_tgrad = np.zeros(M, dtype=np.float64)
@@ -256,24 +348,34 @@ class RTPGHI:
         self.reset()
 
     def reset(self) -> None:
-        """Start a new stream (silence before the next frame)."""
+        """Start a new stream (silence before the next frame; no notes remembered)."""
         self._state_mag[:] = 0.0
         self._state_phase[:] = 0.0
         self._state_tgrad[:] = 0.0
+        self._state_notes[:] = 0.0
         self._pending[0] = 0
         self._rng[0] = np.uint64(0x9E3779B97F4A7C15 ^ (self.seed * 0x2545F4914F6CDD1D & 0xFFFFFFFFFFFFFFFF)) or np.uint64(1)
 
-    def process(self, mag: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    def process(self, mag: np.ndarray, out: np.ndarray | None = None, notes: np.ndarray | None = None) -> np.ndarray:
         """mag (n_bins, n) non-negative float -> complex64 (n_bins, n); see the class docstring for delay.
 
-        ``out``: a C-contiguous complex64 (n_bins, n) array to write into (no allocation)."""
+        ``out``: a C-contiguous complex64 (n_bins, n) array to write into (no allocation).
+        ``notes``: (P, n) held-note roll aligned with ``mag`` for the score-informed phase (None: none)."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTPGHI.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
         mag = np.ascontiguousarray(mag, dtype=np.float32)  # one compiled signature
         if out is None:
             out = np.empty(mag.shape, dtype=np.complex64)
+        if notes is None or self.score_below_bins <= 0.0:
+            notes = self._no_notes
+        else:
+            if notes.ndim != 2 or notes.shape[1] != mag.shape[1] or notes.shape[0] > MAX_PITCHES:
+                raise ValueError(f"RTPGHI.process expects notes (<= {MAX_PITCHES}, {mag.shape[1]}), got {notes.shape}")
+            notes = np.ascontiguousarray(notes, dtype=np.float32)
         s = self._scratch
         _rtpghi_block(mag, out, self.lookahead, self.tol, self._tgrad_coef, self._fgrad_coef, self._omega,
                       self._state_mag, self._state_phase, self._state_tgrad, self._pending, self._rng,
-                      self._keys, self._idx, self._done, s[0], s[1], s[2], s[3], s[4], s[5], self._pkeys, self._porder)
+                      self._keys, self._idx, self._done, s[0], s[1], s[2], s[3], s[4], s[5], self._pkeys, self._porder,
+                      notes, self._f0_bins, float(self.bend_ratio), self.score_below_bins, self._state_notes,
+                      self._partials)
         return out

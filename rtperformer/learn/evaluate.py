@@ -155,15 +155,17 @@ def model_frames(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
     return y[0].float().cpu().numpy()
 
 
-def synthesize(features: np.ndarray, cfg: Config, length: int | None = None) -> np.ndarray:
+def synthesize(features: np.ndarray, cfg: Config, length: int | None = None,
+               notes: np.ndarray | None = None) -> np.ndarray:
     """Audio (length,) from features (n_bins, T), default length (T-1)*hop: the voice chain's offline audio
-    stage, as ``render`` makes it (``render.phase`` when it streams, else RTPGHI; delays dropped)."""
+    stage, as ``render`` makes it (``render.phase`` when it streams, else RTPGHI; delays dropped).
+    ``notes``: the held-note roll (P, T) (the model input's first P rows) for the score-informed phase."""
     from rtperformer.voice.audio_stage import OfflineAudio
 
     phase = cfg.render.phase if cfg.render.phase in ("rtpghi", "rtisila") else "rtpghi"
     n = length if length is not None else max(features.shape[1] - 1, 0) * cfg.audio.hop
     stage = OfflineAudio(phase, cfg.audio, cfg.render, n)
-    return np.concatenate([stage.push(features), stage.finish()])
+    return np.concatenate([stage.push(features, notes), stage.finish()])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -238,7 +240,7 @@ def evaluate(
         x, y = np.asarray(x)[:, :T], np.asarray(y)[:, :T]
         audio = np.asarray(audio, np.float32)[: T * a.hop]
         mf = model_frames(model, x, device) if model is not None else None
-        ma = synth(mf, cfg, length=len(audio)) if mf is not None else None
+        ma = synth(mf, cfg, length=len(audio), notes=x[: cfg.model.n_pitches]) if mf is not None else None
         piece = Piece(str(pid), x, y, audio, mf, ma)
         for kind, find in baselines.items():
             b = find(str(pid))

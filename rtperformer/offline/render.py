@@ -315,7 +315,7 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
             for x, y in model_frames(model, cfg, inputs, bar.update):
                 if collector is not None:
                     collector.add(x, y)
-                write(stage.push(y))
+                write(stage.push(y, x[: cfg.model.n_pitches]))
             write(stage.finish(), last=True)
         finally:
             bar.close()

@@ -4,6 +4,7 @@
 
     features (n_bins, n) -> magnitude (to_magnitude) -> [pitch-bend warp] -> streaming phase (RTPGHI or
     RTISI-LA, delay d frames) -> streaming iSTFT (delay n_fft//2 - trim_hops*hop samples) -> (n*hop,)
+    notes (P, n) ----------------------------------------^ (RTPGHI: score-informed phase for low notes)
 
 :class:`AudioStage` is the one phase/iSTFT pipeline of the project: the live voices
 (:class:`rtperformer.voice.chain.Voice`), offline render and eval (:class:`OfflineAudio`, the same stage with
@@ -43,6 +44,10 @@ class AudioStage:
     phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> streaming iSTFT with
     ``trim_hops`` low-delay trimming. ``delay_samples`` = phase delay * hop + iSTFT delay.
 
+    ``notes`` (the held-note roll, (P, n), row = MIDI pitch, aligned with the features) lets RTPGHI take
+    the phase of low notes from the score (``render.score_phase_below_bins``; the bend of
+    :meth:`set_bend` moves their f0 too). Live and offline callers pass the same roll.
+
     ``drop_delay`` False (live): output sample i is signal sample i - ``delay_samples``; :meth:`push`
     returns a view of an internal buffer, valid until the next push. True (offline): the phase's warm-up
     frames and the iSTFT's warm-up samples are dropped (output sample i is signal sample i) and
@@ -66,6 +71,8 @@ class AudioStage:
         self.delay_samples = self.delay_frames * self.hop + int(self.istft.delay_samples)
         self.drop_delay = bool(drop_delay)
         self._bend: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self.score_informed = bool(getattr(self.phase, "score_informed", False))
+        self._note_rows = 0  # rows of the last notes roll pushed (flush feeds as many silent ones)
         self._n = -1
         self.reset()
 
@@ -77,8 +84,10 @@ class AudioStage:
         self._skip_samples = int(self.istft.delay_samples) if self.drop_delay else 0
 
     def set_bend(self, semitones: float) -> None:
-        """Warp the magnitudes' frequency axis by ``semitones`` (0: off)."""
+        """Warp the magnitudes' frequency axis (and the score-informed phase's f0s) by ``semitones`` (0: off)."""
         self._bend = None if abs(semitones) < 1e-4 else bend_table(self.n_bins, semitones)
+        if self.score_informed:
+            self.phase.bend_ratio = 1.0 if self._bend is None else 2.0 ** (semitones / 12.0)
 
     def _buffers(self, n: int) -> None:
         if n != self._n:
@@ -89,8 +98,9 @@ class AudioStage:
             self._spec = np.empty((self.n_bins, n), np.complex64)
             self._audio = np.empty(n * self.hop, np.float32)
 
-    def spectrum(self, features: np.ndarray) -> np.ndarray:
-        """features (n_bins, n) -> complex64 (n_bins, n) phase-reconstructed spectrum (internal buffer)."""
+    def spectrum(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) [, notes (P, n)] -> complex64 (n_bins, n) phase-reconstructed spectrum
+        (internal buffer)."""
         n = features.shape[1]
         self._buffers(n)
         mag = to_magnitude(features, power_scale=self.power_scale, out=self._mag)
@@ -102,11 +112,16 @@ class AudioStage:
             np.multiply(a, w0, out=a)
             np.multiply(b, w1, out=b)
             mag = np.add(a, b, out=a)
+        if self.score_informed:
+            return self.phase.process(mag, out=self._spec, notes=notes)
         return self.phase.process(mag, out=self._spec)
 
-    def push(self, features: np.ndarray) -> np.ndarray:
-        """features (n_bins, n) log1p power -> float32 audio: n*hop samples live, fewer while dropping."""
-        spec = self.spectrum(features)
+    def push(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) log1p power [, notes (P, n) held-note roll] -> float32 audio: n*hop samples
+        live, fewer while dropping."""
+        if notes is not None:
+            self._note_rows = notes.shape[0]
+        spec = self.spectrum(features, notes)
         if self._skip_frames:
             k = min(self._skip_frames, spec.shape[1])
             spec = spec[:, k:]
@@ -121,11 +136,13 @@ class AudioStage:
         return audio
 
     def flush(self) -> np.ndarray:
-        """Offline end: the phase's pending frames (fed silence) and the iSTFT's pending samples, float32
-        (a new array); then the stage is reset."""
+        """Offline end: the phase's pending frames (fed silence, no notes) and the iSTFT's pending samples,
+        float32 (a new array); then the stage is reset."""
         outs = []
         if self.delay_frames:
-            outs.append(self.push(np.zeros((self.n_bins, self.delay_frames), np.float32)).copy())
+            d = self.delay_frames
+            notes = np.zeros((self._note_rows, d), np.float32) if self._note_rows else None
+            outs.append(self.push(np.zeros((self.n_bins, d), np.float32), notes).copy())
         outs.append(self._drop(self.istft.flush()))
         self.reset()
         return np.concatenate(outs).astype(np.float32)
@@ -144,8 +161,9 @@ class OfflineAudio:
         self.remaining -= audio.shape[0]
         return audio
 
-    def push(self, features: np.ndarray) -> np.ndarray:
-        return self._emit(self.stage.push(features))
+    def push(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) [, notes (P, n) held-note roll] -> float32 audio (a new array)."""
+        return self._emit(self.stage.push(features, notes))
 
     def finish(self) -> np.ndarray:
         out = np.concatenate([self._emit(self.stage.flush()), np.zeros(max(self.remaining, 0), np.float32)])

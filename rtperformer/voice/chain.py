@@ -13,8 +13,11 @@
   streaming phase (RTPGHI or RTISI-LA, delay ``d``) and the streaming iSTFT (``n_fft//2 - trim_hops*hop``
   samples of delay); :class:`~rtperformer.voice.audio_stage.OfflineAudio` is it with the delays dropped.
 - :class:`Voice` (live, one per instrument of :class:`rtperformer.live.engine.Engine`): live pianoroll -> model
-  stage -> audio stage -> gate and gains.
-- :func:`render_stream` (offline: ``render``, ``eval``): the same two stages with the delays dropped.
+  stage -> audio stage -> gate and gains. The audio stage also gets the held-note roll (the input's first
+  ``n_pitches`` rows, delayed by the model's ``L`` frames to line up with its output): RTPGHI takes the
+  phase of low notes from it (score-informed phase, :class:`rtperformer.dsp.rtpghi.RTPGHI`).
+- :func:`render_stream` (offline: ``render``, ``eval``): the same two stages with the delays dropped; it
+  yields each output chunk with its input frames, whose roll goes to the audio stage the same way.
 
 Delays add up: each stage declares its delay and :func:`chain_delay_samples` is their sum. Live, the
 sound of signal sample s (a note-on at frame f is signal sample f*hop) comes out at output sample
@@ -228,6 +231,9 @@ class Voice:
         else:
             raise UserError(f"unknown render.mode '{mode}' (choose streaming or window)")
         self.delay_frames = self.model.delay_frames + self.audio.delay_frames  # whole frames, model + phase
+        self.n_pitches = inst.cfg.model.n_pitches
+        L = self.model.delay_frames  # the held notes wait as long as the model output they go with
+        self._notes = np.zeros((self.n_pitches, L + n_step), np.float32) if L else None
         self.delay_samples = chain_delay_samples(self.model.delay_frames, self.audio)
         sr = a.sample_rate
         self.release_frames = int(math.ceil(cfg.render.release_seconds * sr / self.hop)) + self.delay_frames
@@ -258,14 +264,18 @@ class Voice:
         x = (rng.random((self.channels_in, self.n_step)) < 0.05).astype(np.float32)
         for _ in range(3):
             self.model.reset()
-            self.audio.push(self.model.step(x))
+            self._push_audio(self.model.step(x), x)
         self.model.reset()
         self.audio.reset()
+        if self._notes is not None:
+            self._notes[:] = 0.0
 
     def wake(self) -> None:
         """Restart a closed voice from silence (state, phase, iSTFT at steady window sum)."""
         self.model.reset(self.silence_state)
         self.audio.reset()
+        if self._notes is not None:
+            self._notes[:] = 0.0
         warm = self.audio.istft.span // self.hop - 1  # earlier frames whose synthesis reaches the next output sample
         if warm > 0:
             self.audio.istft.push(np.zeros((self.n_bins, warm), np.complex64))
@@ -274,6 +284,19 @@ class Voice:
     def set_bend(self, semitones: float) -> None:
         self.bend = semitones
         self.audio.set_bend(semitones)
+
+    def _push_audio(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """The audio stage on model output y (n_bins, n) with the held notes of the input frames it
+        estimates (x's roll rows, ``L`` frames back)."""
+        P, n = self.n_pitches, y.shape[1]
+        buf = self._notes
+        if buf is None:
+            return self.audio.push(y, x[:P])
+        L = buf.shape[1] - self.n_step
+        buf[:, L : L + n] = x[:P]
+        audio = self.audio.push(y, buf[:, :n])
+        buf[:, :L] = buf[:, n : n + L]
+        return audio
 
     def render(self, f0: int, n: int) -> np.ndarray | None:
         """Render frames f0..f0+n: float32 (n*hop,) with gate and gains applied (a view of an internal
@@ -288,7 +311,7 @@ class Voice:
             self.last_sound = -(10 ** 9)
         if self.idle:
             return None
-        audio = self.audio.push(self.model.step(x))
+        audio = self._push_audio(self.model.step(x), x)
         self.frames_run += n
         if not self.use_gate:
             g = self.volume * self.expression_gain
