@@ -68,8 +68,9 @@ def fuzz(n: int, seed: int = 0) -> dict:
         if i % 64 == 63:  # the render thread's turn: drain, apply, paint one step
             while (item := queue.pop()) is not None:
                 try:
-                    if stats.decode(item[1]) is not None:
-                        tracker.feed(frame, item[1])
+                    m = stats.decode(item.data)
+                    if m is not None:
+                        tracker.apply(frame, m)
                 except Exception:
                     errors += 1
             try:

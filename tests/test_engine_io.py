@@ -11,6 +11,7 @@ from rtperformer.audio.output import PacedOutput
 from rtperformer.audio.recorder import WavRecorder
 from rtperformer.audio.ring import AudioRing, EventRing
 from rtperformer.errors import UserError
+from rtperformer.midi.queue import MidiQueue
 from rtperformer.midi.sources import FileReplaySource, TimedMessage, match_port, read_midi_messages
 
 
@@ -144,7 +145,7 @@ def test_live_session_end_to_end_with_paced_output(tmp_path):
     rate, block = 48000, 256
     ring, rec = AudioRing(RING_FRAMES, 1), AudioRing(rate * 4, 2)
     recorder = WavRecorder(tmp_path / "s.wav", rate, 2, ring=rec)
-    events = EventRing(64)
+    events = MidiQueue(64)  # what serve hands the session
     output = PacedOutput(ring, rate, block, 2, record_ring=rec)
     session = LiveSession(engine, output, ring, events, cfg, rec, recorder, quiet=True)
     msgs = [TimedMessage(0.1, bytes([0x90, 69, 100])), TimedMessage(0.4, bytes([0x80, 69, 0]))]

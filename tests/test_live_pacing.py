@@ -121,14 +121,15 @@ def test_overload_plays_late_then_recovers(tmp_path):
     is back at its floor and the output has no gap."""
     torch = pytest.importorskip("torch")
     from rtperformer.audio.output import PacedOutput
-    from rtperformer.audio.ring import AudioRing, EventRing
+    from rtperformer.audio.ring import AudioRing
+    from rtperformer.midi.queue import MidiQueue
     from rtperformer.midi.sources import FileReplaySource, TimedMessage
     from rtperformer.live.session import RING_FRAMES, LiveSession
 
     engine, cfg = _tiny_engine(torch)
     rate, block = 48000, 256
     ring, rec = AudioRing(RING_FRAMES, 1), AudioRing(rate * 8, 1)
-    events = EventRing(64)
+    events = MidiQueue(64)
     output = PacedOutput(ring, rate, block, 1, record_ring=rec)
     session = LiveSession(engine, output, ring, events, cfg, quiet=True)
     step_s = engine.frames_per_step * engine.hop / rate

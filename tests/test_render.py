@@ -21,7 +21,7 @@ from rtperformer.offline.render import (  # noqa: E402
     model_frames,
     render_score,
 )
-from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs, tracker_from_notes  # noqa: E402
+from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,7 @@ def test_assign_parts_by_program_and_by_flag():
 
 
 def _inputs(cfg, score, T):
-    tr = tracker_from_notes(score.notes, score.controls, cfg.audio, cfg.render.velocity_sensitive)
-    return InputStream(tr, cfg.model, T, max_frames=256)
+    return InputStream(score.notes, score.controls, cfg, T, max_frames=256)
 
 
 @pytest.mark.parametrize("chunk,T", [(1, 24), (5, None), (16, None)])

@@ -12,7 +12,6 @@ from rtperformer.midi.events import seconds_to_sample, timeline
 from rtperformer.midi.score import Note
 from rtperformer.model.performancenet import build_model
 from rtperformer.offline.render import InputStream, Part, model_frames, render_part
-from rtperformer.roll.rolls import tracker_from_notes
 from rtperformer.voice.audio_stage import AudioStage, OfflineAudio
 from rtperformer.voice.chain import ModelStage, chain_delay_samples, make_backend
 
@@ -87,7 +86,7 @@ def test_low_delay_synthesis_offline_equals_live(trim):
     ac = cfg.audio
     n = seconds_to_sample(SECONDS, ac.sample_rate)
     T = n // ac.hop + 1
-    inputs = InputStream(tracker_from_notes(NOTES, [], ac, True), cfg.model, T, max_frames=64)
+    inputs = InputStream(NOTES, [], cfg, T, max_frames=64)
     stage = OfflineAudio(cfg.render.phase, ac, cfg.render, n, trim_hops=trim)
     offline = np.concatenate([stage.push(y) for _, y in model_frames(model, cfg, inputs)] + [stage.finish()])
     out, delay = live(model, cfg, n)

@@ -1,8 +1,10 @@
 """The render loop's engine: stamped MIDI events in, mixed audio out, one model step at a time.
 
 Owned by one thread (the render thread in ``serve``, the main thread offline). Per instrument a
-:class:`~rtperformer.voice.chain.Voice` runs the one voice chain (live pianoroll -> model stage -> audio stage ->
-gate; see rtperformer/voice/chain.py). :class:`Engine` routes events to voices by MIDI channel and mixes them; :meth:`Engine.render_step` renders the next
+:class:`~rtperformer.voice.chain.Voice` runs the one voice chain (pianoroll -> model stage -> audio stage ->
+gate; see rtperformer/voice/chain.py). :class:`Engine` queues the stamped events in its one
+:class:`~rtperformer.roll.pianoroll.EventSchedule`, decodes each once when its frame comes, routes it to
+the voice of its MIDI channel and mixes the voices; :meth:`Engine.render_step` renders the next
 ``frames_per_step`` frames of every voice (hop samples each, at the model's rate), mixes, applies the
 master gain and resamples to the output rate (python-soxr ``ResampleStream``) when they differ.
 
@@ -11,7 +13,8 @@ step) or ``window`` (the offline model over a sliding window, ``serve.window_ste
 run); see :class:`~rtperformer.voice.chain.ModelStage` and :class:`~rtperformer.voice.chain.WindowModelStage`.
 
 Scheduling: ``schedule="asap"`` (live) applies each event at the next frame rendered; ``"exact"`` (offline,
-tests) applies an event stamped at sample s (model rate) at frame round(s / hop), as the offline rolls do.
+tests) applies an event stamped at sample s (model rate) at frame round(s / hop), as the offline rolls do
+(late: at the next frame rendered).
 
 MIDI: note on/off (velocity 0 = off), velocity, CC64 sustain, CC11 expression (a model input when the
 model has one, else a gain), CC7 volume (gain (v/127)^2), CC120 all sound off (gate closes at once),
@@ -28,7 +31,6 @@ no notes), which is exact for a finite-memory causal net.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +41,9 @@ import numpy as np
 from rtperformer.config import Config
 from rtperformer.errors import UserError
 from rtperformer.midi import decode as dec
+from rtperformer.midi.events import MidiEvent
 from rtperformer.midi.score import live_instrument
+from rtperformer.roll.pianoroll import EventSchedule
 from rtperformer.voice.chain import Voice
 
 # Program change -> instrument live, by GM family (midi.score.FAMILIES): strings 40-47 and ensembles
@@ -132,6 +136,8 @@ class Engine:
         self.frames_per_step = int(cfg.serve.window_step_frames if self.mode == "window" else cfg.serve.step_frames)
         if self.frames_per_step < 1:
             raise UserError("serve.step_frames and serve.window_step_frames must be >= 1")
+        if schedule not in ("asap", "exact"):
+            raise ValueError(f"schedule must be 'asap' or 'exact', not {schedule!r}")
         self.voices: dict[str, Voice] = {i.name: Voice(i, cfg, self.mode, self.frames_per_step) for i in instruments}
         default = cfg.serve.default_instrument if cfg.serve.default_instrument in self.voices else instruments[0].name
         self.channel_instrument = [default] * 16
@@ -147,9 +153,8 @@ class Engine:
         self.bend_range = float(cfg.serve.pitch_bend_range)
         self.master = np.float32(cfg.serve.gain)
         self.frame = 0  # next frame to render
-        self._pending: list[tuple[int, int, bytes, float]] = []  # (frame, seq, data, wall)
+        self.events = EventSchedule(self.hop, exact=schedule == "exact")  # the one event queue
         self._held: dict[tuple[int, int], str] = {}
-        self._seq = 0
         self.onsets: list[Onset] = []  # note-ons of the last step
         self.delay_frames = max(v.delay_frames for v in self.voices.values())
         self._resampler = None
@@ -179,20 +184,13 @@ class Engine:
     def push(self, sample_time: int, data: bytes, wall: float = 0.0) -> None:
         """Queue one message. ``sample_time`` is at the model rate for ``exact`` and ignored for ``asap``
         (beyond being kept as the note's stamp for latency statistics)."""
-        if self.schedule == "exact":
-            frame = max(self.frame, int(math.floor(sample_time / self.hop + 0.5)))
-        else:
-            frame = self.frame
-        self._seq += 1
-        self._pending.append((frame, self._seq, bytes(data), wall, int(sample_time)))
-        if self.schedule == "exact" and len(self._pending) > 1 and self._pending[-2][0] > frame:
-            self._pending.sort(key=lambda e: (e[0], e[1]))
+        self.events.push(MidiEvent(int(sample_time), bytes(data), wall))
 
     def _voice_of(self, ch: int) -> Voice:
         return self.voices[self.channel_instrument[ch]]
 
-    def _apply(self, frame: int, data: bytes, wall: float, stamp: int, f0: int) -> None:
-        m = self.midi.decode(data)  # garbage (bad status/data bytes, wrong length) is dropped and counted
+    def _apply(self, frame: int, event: MidiEvent, f0: int) -> None:
+        m = self.midi.decode(event.data)  # garbage (bad status/data bytes, wrong length) is dropped and counted
         if m is None or m.kind == dec.SYSTEM:
             return
         ch = m.channel
@@ -200,16 +198,16 @@ class Engine:
             if m.kind == dec.NOTE_ON and f"ch{ch + 1} drums" not in self.ignored:
                 self.ignored[f"ch{ch + 1} drums"] = None
             return
-        sample = frame * self.hop
         if m.kind == dec.NOTE_ON:
             name = self.channel_instrument[ch]
             self._held[(ch, m.a)] = name
-            self.voices[name].roll.apply((sample, data))
+            self.voices[name].roll.feed(frame, m)
             offset = (frame - f0 + self.voices[name].delay_frames) * self.hop
-            self.onsets.append(Onset(stamp, wall, int(offset * self.out_rate / self.sample_rate), m.a, name))
+            self.onsets.append(Onset(event.sample_time, event.wall, int(offset * self.out_rate / self.sample_rate),
+                                     m.a, name))
         elif m.kind == dec.NOTE_OFF:
             name = self._held.pop((ch, m.a), self.channel_instrument[ch])
-            self.voices[name].roll.apply((sample, data))
+            self.voices[name].roll.feed(frame, m)
         elif m.kind == dec.CONTROL:
             cc, val = m.a, m.b
             if cc == dec.CC_VOLUME:
@@ -218,17 +216,17 @@ class Engine:
                 v = self._voice_of(ch)
                 if not v.has_expression:
                     v.expression_gain = (val / 127.0) ** 2
-                v.roll.apply((sample, data))
+                v.roll.feed(frame, m)
             elif cc in (dec.CC_SUSTAIN, dec.CC_ALL_SOUND_OFF, dec.CC_RESET_ALL_CONTROLLERS, dec.CC_ALL_NOTES_OFF):
                 for v in self.voices.values():
-                    v.roll.apply((sample, data))
+                    v.roll.feed(frame, m)
                     if cc == dec.CC_ALL_SOUND_OFF:
                         v.kill = True
                 if cc in (dec.CC_ALL_SOUND_OFF, dec.CC_ALL_NOTES_OFF):
                     for key in [k for k in self._held if k[0] == ch]:
                         del self._held[key]
             else:
-                self._voice_of(ch).roll.apply((sample, data))
+                self._voice_of(ch).roll.feed(frame, m)
         elif m.kind == dec.PROGRAM:
             name = LIVE_PROGRAMS.get(m.a)
             if name in self.voices:
@@ -254,15 +252,9 @@ class Engine:
         n = self.frames_per_step
         f0 = self.frame
         self.onsets = []
-        if self._pending:
-            end = f0 + n
-            keep = []
-            for item in self._pending:
-                if item[0] < end:
-                    self._apply(max(item[0], f0), item[2], item[3], item[4], f0)
-                else:
-                    keep.append(item)
-            self._pending = keep
+        if self.events:
+            for frame, event in self.events.due(f0, f0 + n):
+                self._apply(frame, event, f0)
         mix = self._mix
         mix[:] = 0.0
         if self._pool is None:
@@ -297,10 +289,10 @@ class Engine:
             self._pool = None
 
     def render_offline(self, events: list[tuple[int, bytes]], n_frames: int) -> np.ndarray:
-        """Render ``n_frames`` frames with all ``events`` ((sample_time at model rate, data)) queued up front
-        (use ``schedule="exact"``). Returns float32 (N,) at ``out_rate``."""
-        for s, d in sorted(events, key=lambda e: e[0]):
-            self.push(s, d)
+        """Render ``n_frames`` frames with all ``events`` ((sample_time at model rate, data) pairs or
+        :class:`MidiEvent`) queued up front (use ``schedule="exact"``). Returns float32 (N,) at ``out_rate``."""
+        for e in sorted(events, key=lambda e: e[0]):
+            self.push(e[0], e[1])
         chunks = []
         while self.frame < n_frames:
             chunks.append(self.render_step().copy())

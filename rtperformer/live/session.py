@@ -135,7 +135,7 @@ class LiveSession:
             item = events.pop()
             if item is None:
                 return
-            engine.push(item[0], item[1], item[2])
+            engine.events.push(item)
 
     def _render_loop(self) -> None:
         self.realtime = set_realtime(int(self.cfg.serve.realtime_priority))

@@ -1,10 +1,12 @@
 """MIDI events stamped with the audio sample clock, and the canonical event order of a score.
 
-A :class:`MidiEvent` is what crosses from the MIDI thread to the render thread: the raw message bytes
-and the audio sample at which it happened. Offline, :func:`timeline` turns notes and controller changes
-(seconds) into raw messages in one fixed order, and :func:`score_events` stamps them with a sample
-clock; the offline rolls (rtperformer/roll/rolls.py) and the live pianoroll (rtperformer/roll/pianoroll.py) both
-consume exactly this stream, so the two agree frame for frame.
+A :class:`MidiEvent` is the one event type: what crosses from the MIDI thread to the render thread
+(rtperformer/midi/queue.py) and what the render thread schedules (rtperformer/roll/pianoroll.py): the raw
+message bytes, the audio sample at which it happened and the wall-clock time it arrived. Offline,
+:func:`timeline` turns notes and controller changes (seconds) into raw messages in one fixed order, and
+:func:`stamp_events` / :func:`score_events` stamp them with a sample clock; the offline rolls
+(rtperformer/roll/rolls.py), offline render and the live engine all consume this stream, so they agree frame
+for frame.
 
 stdlib only: no mido, no numpy, no torch.
 """
@@ -36,10 +38,12 @@ class MidiEvent(NamedTuple):
 
     ``sample_time``: the audio sample (at the engine's sample rate) at which the message arrived or is due.
     ``data``: the raw message, status byte first (e.g. ``b"\\x90\\x3c\\x64"`` note-on C4 velocity 100).
+    ``wall``: ``time.perf_counter()`` when it arrived (live; 0.0 offline), for the latency statistics only.
     """
 
     sample_time: int
     data: bytes
+    wall: float = 0.0
 
     @property
     def message(self):
@@ -122,6 +126,12 @@ def seconds_to_sample(seconds: float, sample_rate: int) -> int:
     return int(math.floor(seconds * sample_rate + 0.5))
 
 
+def stamp_events(notes: Iterable[Any], controls: Iterable[Any], sample_rate: int) -> list[MidiEvent]:
+    """Notes and controls (seconds, as :func:`timeline` takes them) as :class:`MidiEvent` stamped at
+    ``sample_rate``, in the canonical order."""
+    return [MidiEvent(seconds_to_sample(msg.time, sample_rate), msg.data) for msg in timeline(notes, controls)]
+
+
 def score_events(score: Any, sample_rate: int, channels: Iterable[int] | None = None) -> list[MidiEvent]:
     """A score's notes and controls as :class:`MidiEvent` stamped at ``sample_rate``, canonical order.
 
@@ -130,10 +140,8 @@ def score_events(score: Any, sample_rate: int, channels: Iterable[int] | None = 
     """
     from rtperformer.midi.decode import decode
 
-    keep = None if channels is None else set(channels)
-    out = []
-    for msg in timeline(score.notes, score.controls):
-        if keep is not None and decode(msg.data).channel not in keep:
-            continue
-        out.append(MidiEvent(seconds_to_sample(msg.time, sample_rate), msg.data))
-    return out
+    events = stamp_events(score.notes, score.controls, sample_rate)
+    if channels is None:
+        return events
+    keep = set(channels)
+    return [e for e in events if decode(e.data).channel in keep]

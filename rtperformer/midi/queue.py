@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from rtperformer.audio.ring import EventRing
 from rtperformer.midi.decode import is_release, release_all
+from rtperformer.midi.events import MidiEvent
 
 
 class MidiQueue:
     """SPSC queue of stamped MIDI messages (at most 3 bytes) that never loses a release (see module doc).
 
-    ``capacity``: messages (>= 4); ``push(sample_time, message, wall)`` on the MIDI thread, ``pop()`` ->
-    ``(sample_time, bytes, wall)`` or ``None`` on the render thread.
+    ``capacity``: messages (>= 4); ``push(sample_time, message, wall)`` on the MIDI thread, ``pop()`` -> a
+    :class:`~rtperformer.midi.events.MidiEvent` or ``None`` on the render thread.
     """
 
     def __init__(self, capacity: int = 4096):
@@ -39,7 +40,7 @@ class MidiQueue:
         self._served = [0] * 16  # consumer: lost releases answered per channel
         self._panic = 0  # watcher thread: requests to release every channel
         self._panic_served = 0  # consumer
-        self._extra: list[tuple[int, bytes, float]] = []  # consumer: synthesized releases to hand out
+        self._extra: list[MidiEvent] = []  # consumer: synthesized releases to hand out
         self._last_stamp = 0
 
     def __len__(self) -> int:
@@ -68,13 +69,13 @@ class MidiQueue:
         release, after what is already queued."""
         self._panic += 1
 
-    def pop(self):
-        """Next ``(sample_time, bytes, wall)``; when the queue is empty, the releases owed for coalesced
-        ones; ``None`` when there is nothing."""
+    def pop(self) -> MidiEvent | None:
+        """Next event; when the queue is empty, the releases owed for coalesced ones; ``None`` when there is
+        nothing."""
         item = self.ring.pop()
         if item is not None:
             self._last_stamp = item[0]
-            return item
+            return MidiEvent._make(item)
         if not self._extra:
             panic = self._panic
             everything = panic != self._panic_served
@@ -83,7 +84,7 @@ class MidiQueue:
                 lost = self._lost[ch]
                 if lost != self._served[ch] or everything:
                     self._served[ch] = lost
-                    self._extra.extend((self._last_stamp, m, 0.0) for m in release_all(ch))
+                    self._extra.extend(MidiEvent(self._last_stamp, m) for m in release_all(ch))
             if not self._extra:
                 return None
             self._extra.reverse()

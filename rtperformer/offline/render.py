@@ -2,8 +2,9 @@
 
 Every stage streams, so memory is bounded whatever the length of the piece:
 
-- inputs: :class:`InputStream` paints the rolls frame range by frame range from a
-  :class:`~rtperformer.roll.rolls.NoteTracker` (the same code as the live pianoroll), zeros past the end;
+- inputs: :class:`InputStream` feeds the part's stamped events through the same
+  :class:`~rtperformer.roll.pianoroll.EventSchedule` and :class:`~rtperformer.roll.pianoroll.Pianoroll` as
+  the live engine, frame range by frame range, zeros past the end;
 - model (:func:`model_frames`): the streaming form runs the chain's model stage (torch backend) over
   ``render.chunk_frames`` chunks with its delay dropped (:func:`rtperformer.voice.chain.render_stream`); the
   paper form (or ``render.mode: window``) runs ``render.window_frames`` windows overlapping by
@@ -33,8 +34,9 @@ from rtperformer.atomic import atomic_write
 from rtperformer.errors import UserError
 from rtperformer.midi.score import DRUM_CHANNEL, FAMILIES, INSTRUMENTS, Score, by_register, choose_instrument, fit_pitch
 from rtperformer.audio.wavfile import open_wav
-from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls, input_channels, select_parts, stack_inputs, tracker_from_notes
-from rtperformer.midi.events import seconds_to_sample
+from rtperformer.midi.events import seconds_to_sample, stamp_events
+from rtperformer.roll.pianoroll import EventSchedule, Pianoroll
+from rtperformer.roll.rolls import select_parts
 from rtperformer.dsp.griffin_lim import BlockGriffinLim
 from rtperformer.voice.audio_stage import OfflineAudio
 from rtperformer.offline.mixdown import PreviewCollector, mix_to_wav, write_png
@@ -165,27 +167,28 @@ def assign_parts(score: Score, instrument: str | None = None, mapping: list[str]
 class InputStream:
     """Model input frames of one part, range after range: ``next(n) -> (C_in, n)`` float32 (a new array).
 
-    Frames at or beyond ``n_frames`` are zeros (the zero padding the model is trained with).
+    ``notes``, ``controls``: the part's (one track and channel; seconds), stamped at ``cfg.audio``'s sample
+    rate and sent through the live engine's path (:class:`EventSchedule`, exact, then :class:`Pianoroll`,
+    ``cfg.render.velocity_sensitive``); ``max_frames``: the largest ``n``. Frames at or beyond ``n_frames``
+    are zeros (the zero padding the model is trained with).
     """
 
-    def __init__(self, tracker: NoteTracker, model_cfg: Any, n_frames: int, max_frames: int):
-        self.tracker = tracker
-        self.model_cfg = model_cfg
+    def __init__(self, notes: Any, controls: Any, cfg: Any, n_frames: int, max_frames: int):
+        self.schedule = EventSchedule(cfg.audio.hop, exact=True)
+        for e in stamp_events(notes, controls, cfg.audio.sample_rate):
+            self.schedule.push(e)
+        self.roll = Pianoroll(cfg.model, cfg.render.velocity_sensitive, max_frames)
         self.n_frames = n_frames
-        self.channels = input_channels(model_cfg)
-        self.frame = 0
-        self._painter = RollPainter()
-        self._rolls = Rolls.zeros(max_frames)
+        self.channels = self.roll.channels
+
+    @property
+    def frame(self) -> int:
+        return self.roll.frame
 
     def next(self, n: int) -> np.ndarray:
-        x = np.zeros((self.channels, n), np.float32)
-        a, b = self.frame, min(self.frame + n, self.n_frames)
-        if b > a:
-            self._painter.paint(self.tracker, a, b, self._rolls)
-            m = b - a
-            r = self._rolls
-            stack_inputs(r.head(m), self.model_cfg, out=x[:, :m])
-        self.frame += n
+        a = self.roll.frame
+        x = self.roll.take(self.schedule, n).copy()
+        x[:, max(0, self.n_frames - a) :] = 0.0
         return x
 
 
@@ -280,9 +283,8 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
     ac, rc = cfg.audio, cfg.render
     n_samples = seconds_to_sample(seconds, ac.sample_rate)
     T = n_frames(n_samples, ac.hop)
-    tracker = tracker_from_notes(part.notes, part.controls, ac, rc.velocity_sensitive)
     chunk = max(rc.chunk_frames, rc.window_frames) + 1  # the most frames one InputStream.next asks for
-    inputs = InputStream(tracker, cfg.model, T, max_frames=chunk)
+    inputs = InputStream(part.notes, part.controls, cfg, T, max_frames=chunk)
     stage = make_audio_stage(rc.phase, ac, rc, n_samples)
     out_rate = out_rate or ac.sample_rate
     resampler = None

@@ -42,6 +42,7 @@ from rtperformer.midi.decode import (
     CONTROL,
     NOTE_OFF,
     NOTE_ON,
+    Message,
     decode,
 )
 from rtperformer.midi.events import seconds_to_sample, timeline
@@ -297,8 +298,11 @@ class NoteTracker:
         """Apply one raw message; ``source`` defaults to the message's channel. Malformed messages
         (:func:`rtperformer.midi.decode.decode` returns None) and other kinds are ignored."""
         m = decode(data)
-        if m is None:
-            return
+        if m is not None:
+            self.apply(frame, m, source)
+
+    def apply(self, frame: int, m: Message, source: Hashable = None) -> None:
+        """Apply one decoded message (as :meth:`feed`, for a caller that has decoded it already)."""
         ch = m.channel
         source = ch if source is None else source
         if m.kind == NOTE_ON:

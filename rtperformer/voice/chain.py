@@ -12,7 +12,7 @@
   :func:`rtperformer.dsp.to_magnitude` (the one numpy log1p inversion), the pitch-bend frequency warp, the
   streaming phase (RTPGHI or RTISI-LA, delay ``d``) and the streaming iSTFT (``n_fft//2 - trim_hops*hop``
   samples of delay); :class:`~rtperformer.voice.audio_stage.OfflineAudio` is it with the delays dropped.
-- :class:`Voice` (live, one per instrument of :class:`rtperformer.live.engine.Engine`): live pianoroll -> model
+- :class:`Voice` (live, one per instrument of :class:`rtperformer.live.engine.Engine`): pianoroll -> model
   stage -> audio stage -> gate and gains. The audio stage also gets the held-note roll (the input's first
   ``n_pitches`` rows, delayed by the model's ``L`` frames to line up with its output): RTPGHI takes the
   phase of low notes from it (score-informed phase, :class:`rtperformer.dsp.rtpghi.RTPGHI`).
@@ -203,7 +203,7 @@ class Voice:
     """
 
     def __init__(self, inst: Any, cfg: Any, mode: str, n_step: int):
-        from rtperformer.roll.pianoroll import LivePianoroll
+        from rtperformer.roll.pianoroll import Pianoroll
         from rtperformer.roll.rolls import input_channels
 
         self.name = inst.name
@@ -215,8 +215,8 @@ class Voice:
         self.n_step = n_step
         self.channels_in = input_channels(inst.cfg.model)
         self.has_expression = bool(inst.cfg.model.expression)
-        self.roll = LivePianoroll(inst.cfg.model, a, velocity_sensitive=cfg.render.velocity_sensitive,
-                                  max_frames=max(n_step, 1))
+        self.roll = Pianoroll(inst.cfg.model, velocity_sensitive=cfg.render.velocity_sensitive,
+                              max_frames=max(n_step, 1))
         self.audio = AudioStage(a, cfg.render, trim_hops=cfg.serve.istft_trim_hops)
         if mode == "streaming":
             if inst.cfg.model.form != "streaming":
