@@ -8,7 +8,8 @@ Setup (all in one run, same server, same period):
   FluidR3_GM.sf2 (GM program 40, violin);
 - a probe in this process (JACK-Client): a MIDI output writing each note-on at an exact sample, and audio
   inputs recording what the system plays. Only JACK-Client lives here (no python-rtmidi client, so the
-  rtmidi/JACK-Client deadlock in ARCHITECTURE.md cannot happen).
+  deadlock of a JACK-Client with a Python callback and a python-rtmidi JACK client in one process cannot
+  happen).
 
 Events (``--events``, default 200): single notes and 3-note chords alternating at random, each at a random
 sample offset (so every phase of the 256-sample period is hit), held ``HOLD_S``, then released and followed

@@ -2,7 +2,7 @@
 JACK MIDI in and the server's JACK audio ports recorded by a JACK-Client in this process.
 
 The server runs in its own process so that this process's JACK-Client (with a Python process callback)
-and the server's python-rtmidi JACK client never share a process (the deadlock trap in ARCHITECTURE.md).
+and the server's python-rtmidi JACK client never share a process (in one process the two can deadlock).
 
 Silence without notes: an untrained (random) model is not silent by itself; the server's gate
 (``serve.gate``) closes an instrument ``render.release_seconds`` after its last note, so the test asserts

