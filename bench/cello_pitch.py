@@ -2,7 +2,7 @@
 
 For every MIDI pitch in ``--low``..``--high`` one isolated note (1.2 s, velocity 90, no vibrato) is
 rendered by FluidSynth with the soundfont the cello model imitates (MuseScore General, program 42) and,
-for comparison, FluidR3 (program 42). Each note is then pitch-tracked (rtperformer.learn.evaluate.pitch_track,
+for comparison, FluidR3 (program 42). Each note is then pitch-tracked (rtperformer.learn.metrics.pitch_track,
 the eval's own tracker) on the sustained part (100 ms after the onset to 100 ms before the release) as:
 
 - ``fluidsynth``: the sampled note itself (is the sample in tune, does the tracker read it);
