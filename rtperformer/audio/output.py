@@ -215,10 +215,15 @@ class AudioOutput:
         """Output latency the device reports, seconds."""
         return float(self.stream.latency) if self.stream is not None else 0.0
 
+    def stop(self) -> None:
+        """Stop the callbacks (the stream and its JACK client stay open until :meth:`close`)."""
+        if self.stream is not None and not self.stream.stopped:
+            self.stream.stop()
+
     def close(self) -> None:
         if self.stream is not None:
             try:
-                self.stream.stop()
+                self.stop()
             finally:
                 self.stream.close()
                 self.stream = None

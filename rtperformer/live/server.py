@@ -96,6 +96,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
     output = None
     recorder = None
     session = None
+    ran = False
     try:
         prepare_portaudio(f"{client_name}-out")
         dev_index, dev_info, hostapi = find_output_device(audio_device, prefer_jack=(api == "jack"))
@@ -142,20 +143,37 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         print(f"ready: midi={source.port_name} audio={audio}", flush=True)
         t_end = None if duration is None else time.perf_counter() + duration
         session.run(until=(lambda: time.perf_counter() >= t_end) if t_end else None)
+        ran = True
     finally:
         lost = session is not None and session.audio_lost
         if recorder is not None and lost:
             recorder.close()  # the take first: closing a dead server's clients may block
         if lost:
             _close_bounded([session.stop, source.close])
-        else:
-            if session is not None:
-                session.stop()
-            elif output is not None:
-                output.close()
-            source.close()
+        elif session is not None:
+            session.stop(close_output=False)  # callbacks stopped; the clients are closed below, last
         if recorder is not None:
             recorder.close()
+        if not ran and not lost:  # leaving with an error: nothing to report
+            _close_clients(source, output)
+    try:
+        _report(session, recorder, latency_log, quiet, hostapi)
+    finally:
+        if lost:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # The recording is closed. PortAudio's exit handler (Pa_Terminate) blocks forever on a stream
+            # whose JACK server died, so leave without running it.
+            os._exit(EXIT_AUDIO_LOST)
+        # JACK clients last: whatever a library's teardown does, the take, the latency log and the
+        # summary line are already written.
+        _close_clients(source, output)
+    return 0
+
+
+def _report(session, recorder, latency_log, quiet: bool, hostapi) -> None:
+    """After a run: the latency log (``--latency-log``), the ``stopped:`` summary, the recording's length
+    and, when the audio was lost, why."""
     if session is not None and latency_log:
         import json
 
@@ -171,14 +189,20 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
                          f"{' (' + recorder.error + ')' if recorder.error else ''}\n")
         sys.stderr.flush()
     if session is not None and session.audio_lost:
+        from rtperformer.audio.output import JACK_HOSTAPI
+
         where = "the JACK server stopped or restarted" if hostapi == JACK_HOSTAPI else "the audio device stopped"
         sys.stderr.write(f"rtperformer serve: audio lost: {where} ({session.audio_lost}); exiting\n")
         sys.stderr.flush()
-        sys.stdout.flush()
-        # The recording is closed. PortAudio's exit handler (Pa_Terminate) blocks forever on a stream
-        # whose JACK server died, so leave without running it.
-        os._exit(EXIT_AUDIO_LOST)
-    return 0
+
+
+def _close_clients(source, output) -> None:
+    """Close the MIDI input's clients (rtmidi, the port watch), then the audio stream's."""
+    try:
+        source.close()
+    finally:
+        if output is not None:
+            output.close()
 
 
 def _close_bounded(closers, timeout: float = 3.0) -> None:

@@ -179,16 +179,21 @@ class LiveSession:
         self._thread.start()
         self.output.start()
 
-    def stop(self) -> None:
-        """Stop the render thread, then the output, then the engine's voice threads. A render thread still
-        inside a step after 5 s keeps its engine (its runtimes are not freed under it)."""
+    def stop(self, close_output: bool = True) -> None:
+        """Stop the render thread, then the output's callbacks (and close it unless ``close_output`` is
+        False: the server closes its JACK clients last, once the take and the summary are written), then the
+        engine's voice threads. A render thread still inside a step after 5 s keeps its engine (its runtimes
+        are not freed under it)."""
         self.stop_event.set()
         busy = False
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             busy = self._thread.is_alive()
             self._thread = None
-        self.output.close()
+        if close_output:
+            self.output.close()
+        else:
+            self.output.stop()
         if not busy:
             self.engine.close()
 
