@@ -201,13 +201,13 @@ class Engine:
         if m.kind == dec.NOTE_ON:
             name = self.channel_instrument[ch]
             self._held[(ch, m.a)] = name
-            self.voices[name].roll.feed(frame, m)
+            self.voices[name].feed(frame, m)
             offset = (frame - f0 + self.voices[name].delay_frames) * self.hop
             self.onsets.append(Onset(event.sample_time, event.wall, int(offset * self.out_rate / self.sample_rate),
                                      m.a, name))
         elif m.kind == dec.NOTE_OFF:
             name = self._held.pop((ch, m.a), self.channel_instrument[ch])
-            self.voices[name].roll.feed(frame, m)
+            self.voices[name].feed(frame, m)
         elif m.kind == dec.CONTROL:
             cc, val = m.a, m.b
             if cc == dec.CC_VOLUME:
@@ -216,17 +216,17 @@ class Engine:
                 v = self._voice_of(ch)
                 if not v.has_expression:
                     v.expression_gain = (val / 127.0) ** 2
-                v.roll.feed(frame, m)
+                v.feed(frame, m)
             elif cc in (dec.CC_SUSTAIN, dec.CC_ALL_SOUND_OFF, dec.CC_RESET_ALL_CONTROLLERS, dec.CC_ALL_NOTES_OFF):
                 for v in self.voices.values():
-                    v.roll.feed(frame, m)
+                    v.feed(frame, m)
                     if cc == dec.CC_ALL_SOUND_OFF:
                         v.kill = True
                 if cc in (dec.CC_ALL_SOUND_OFF, dec.CC_ALL_NOTES_OFF):
                     for key in [k for k in self._held if k[0] == ch]:
                         del self._held[key]
             else:
-                self._voice_of(ch).roll.feed(frame, m)
+                self._voice_of(ch).feed(frame, m)
         elif m.kind == dec.PROGRAM:
             name = LIVE_PROGRAMS.get(m.a)
             if name in self.voices:
@@ -300,7 +300,7 @@ class Engine:
 
     @property
     def notes_held(self) -> int:
-        return sum(v.roll.sounding for v in self.voices.values())
+        return sum(v.sounding for v in self.voices.values())
 
     @property
     def rtf(self) -> float:

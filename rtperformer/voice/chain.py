@@ -281,6 +281,15 @@ class Voice:
             self.audio.istft.push(np.zeros((self.n_bins, warm), np.complex64))
         self.idle = False
 
+    def feed(self, frame: int, message: Any) -> None:
+        """A decoded MIDI message for this voice at ``frame`` (:meth:`rtperformer.roll.pianoroll.Pianoroll.feed`)."""
+        self.roll.feed(frame, message)
+
+    @property
+    def sounding(self) -> int:
+        """Notes sounding now (held by key or pedal)."""
+        return self.roll.sounding
+
     def set_bend(self, semitones: float) -> None:
         self.bend = semitones
         self.audio.set_bend(semitones)
