@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -138,3 +140,13 @@ def load_source(src: str):
 
 def param_count(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def run_in_batches(jobs: list[tuple[str, list[str]]], parallel: int, what: str) -> None:
+    """Run ``jobs`` ((name, argv) pairs) from the repository root, ``parallel`` at a time; exit naming the
+    first that failed (``what``: the word for a job in that message)."""
+    for i in range(0, len(jobs), parallel):
+        batch = [(name, subprocess.Popen(argv, cwd=REPO)) for name, argv in jobs[i:i + parallel]]
+        for name, p in batch:
+            if p.wait() != 0:
+                sys.exit(f"{what} failed for {name}")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import num, read_json, write_json  # noqa: E402
+from common import num, read_json, run_in_batches, write_json  # noqa: E402
 
 OUT = REPO / "out" / "study"
 RESULTS = REPO / "bench" / "results" / "study"
@@ -61,14 +61,8 @@ def train_all(steps: int) -> None:
 
 def eval_all(parallel: int = 2) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    names = list(RUNS)
-    for i in range(0, len(names), parallel):
-        batch = [(n, subprocess.Popen(CLI + ["eval", "--model", str(OUT / n), "--max-seconds", "30", "--pieces", "6",
-                                             "--out", str(RESULTS / f"eval-{n}.json")], cwd=REPO))
-                 for n in names[i:i + parallel]]
-        for n, p in batch:
-            if p.wait() != 0:
-                sys.exit(f"eval failed for {n}")
+    run_in_batches([(n, CLI + ["eval", "--model", str(OUT / n), "--max-seconds", "30", "--pieces", "6",
+                               "--out", str(RESULTS / f"eval-{n}.json")]) for n in RUNS], parallel, "eval")
 
 
 def latency_all(events: int) -> None:

@@ -49,7 +49,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from common import num, read_json, write_json  # noqa: E402
+from common import num, read_json, run_in_batches, write_json  # noqa: E402
 
 OUT = REPO / "out" / "study_attack"
 RESULTS = REPO / "bench" / "results" / "study_attack"
@@ -123,13 +123,9 @@ def train_all(steps: int, lr: float, minutes: float, parallel: int = 2) -> None:
 
 def eval_all(names: list[str], parallel: int = 2) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for i in range(0, len(names), parallel):
-        batch = [(n, subprocess.Popen(["nice", "-n", "10"] + CLI + [
-            "eval", "--model", str(model_dir(n)), "--max-seconds", "30", "--pieces", "6",
-            "--out", str(RESULTS / f"eval-{n}.json")], cwd=REPO)) for n in names[i:i + parallel]]
-        for n, p in batch:
-            if p.wait() != 0:
-                sys.exit(f"eval failed for {n}")
+    run_in_batches([(n, ["nice", "-n", "10"] + CLI + ["eval", "--model", str(model_dir(n)), "--max-seconds", "30",
+                                                      "--pieces", "6", "--out", str(RESULTS / f"eval-{n}.json")])
+                    for n in names], parallel, "eval")
 
 
 # -- the attack on isolated notes ---------------------------------------------------------------------
