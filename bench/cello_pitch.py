@@ -14,6 +14,12 @@ the eval's own tracker) on the sustained part (100 ms after the onset to 100 ms 
   closer than the Hann window's main lobe (4 bins = 188 Hz at n_fft 1024) the true frames carry the
   partials' beating from frame to frame; a mean magnitude does not.
 
+Each of oracle, mean_oracle and model goes through the audio stage twice: as the chain plays it now, with
+the score-informed phase (RTPGHI takes the held notes; ``render.score_phase_below_bins``, 3 bins: C2..C#3
+here), and as before it (``*_plain``: the setting at 0, the phase from the magnitude alone). For each also
+the log-spectral distance (dB, floor -80 dB re the note's peak bin) and spectral convergence of the audio's
+STFT against the note's true frames over the sustain (``*_lsd``): how close the sound is to the sample.
+
 Per note also the sustained mean level (dB) of bins 0..8 for the target and the model (where f0 and the
 low partials sit).
 
@@ -26,6 +32,7 @@ the corpus is on this machine. Output: bench/results/cello_pitch.json and a prin
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -39,7 +46,8 @@ from rtperformer.learn.data.humanize import Performance, PNote  # noqa: E402
 from rtperformer.learn.data.synth import FLUID_R3, Patch, Renderer, default_patch  # noqa: E402
 from rtperformer.dsp.features import log_power  # noqa: E402
 from rtperformer.learn.evaluate import model_frames, synthesize  # noqa: E402
-from rtperformer.learn.metrics import cents_error, pitch_track  # noqa: E402
+from rtperformer.dsp.features import stft  # noqa: E402
+from rtperformer.learn.metrics import cents_error, floor_power, lsd_frames, pitch_track, power_from_features, spectral_convergence  # noqa: E402
 from rtperformer.roll.rolls import notes_to_rolls, stack_inputs  # noqa: E402
 
 NOTE_S, PAD_S = 1.2, 0.3
@@ -67,6 +75,16 @@ def summarise(audio: np.ndarray, sr: int, pitch: int) -> dict:
     return {"voiced": float(ok.mean()), "median_cents": round(med, 1),
             "within_50c": round(float(np.mean(np.abs(cv) <= 50.0)), 3),
             "class": classes.get(common, f"{common:+d} semitones")}
+
+
+def closeness(audio: np.ndarray, feats: np.ndarray, cfg) -> dict:
+    """LSD (dB, floor -80 dB re the peak) and SC of audio's STFT vs the true frames, over the sustain."""
+    fr = cfg.audio.frame_rate
+    mid = slice(int((PAD_S + 0.1) * fr), int((PAD_S + NOTE_S - 0.1) * fr))
+    ref = power_from_features(feats, cfg.audio.power_scale)[:, mid]
+    est = np.abs(stft(audio, cfg.audio)[:, mid]).astype(np.float64) ** 2
+    return {"lsd_db": round(float(np.mean(lsd_frames(ref, est, floor_power(ref)))), 2),
+            "sc": round(spectral_convergence(ref, est), 3)}
 
 
 def corpus_histogram(corpus: Path) -> dict | None:
@@ -109,7 +127,16 @@ def main(argv=None) -> int:
     sr = cfg.audio.sample_rate
     patches = {"musescore": default_patch("cello"), "fluidr3": Patch(FLUID_R3, 42)}
     renderers = {k: Renderer(p, sr) for k, p in patches.items()}
+    plain_cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, score_phase_below_bins=0.0))
     rows = []
+
+    def through(row, key, feats, truth, notes, n):
+        """The audio stage with the score-informed phase (key) and without (key_plain)."""
+        for suffix, c in (("", cfg), ("_plain", plain_cfg)):
+            audio = synthesize(feats, c, n, notes=notes)[:n]
+            row[key + suffix] = summarise(audio, sr, row["pitch"])
+            row[key + suffix + "_lsd"] = closeness(audio, truth, c)
+
     for pitch in range(a.low, a.high + 1):
         perf = Performance([PNote(PAD_S, PAD_S + NOTE_S, pitch, 90)], [], PAD_S + NOTE_S)
         row = {"pitch": pitch, "name": name(pitch), "f0_hz": round(440.0 * 2 ** ((pitch - 69) / 12), 1)}
@@ -117,11 +144,12 @@ def main(argv=None) -> int:
             audio = r.render(perf, tail=0.5)
             feats = log_power(audio, cfg.audio)
             row[f"{k}_fluidsynth"] = summarise(audio, sr, pitch)
-            row[f"{k}_oracle"] = summarise(synthesize(feats, cfg, len(audio)), sr, pitch)
+            rolls = notes_to_rolls(perf.notes, [], cfg.audio, n_frames=feats.shape[1])
+            notes = rolls.roll[: cfg.model.n_pitches]
+            through(row, f"{k}_oracle", feats, feats, notes, len(audio))
             if k == "musescore":
-                rolls = notes_to_rolls(perf.notes, [], cfg.audio, n_frames=feats.shape[1])
                 y = model_frames(model, stack_inputs(rolls, cfg.model))
-                row["model"] = summarise(synthesize(y, cfg, len(audio)), sr, pitch)
+                through(row, "model", y, feats, notes, len(audio))
                 # where the energy sits: the strongest bin of the sustained target and model frames
                 mid = slice(int((PAD_S + 0.2) * cfg.audio.frame_rate), int((PAD_S + NOTE_S - 0.2) * cfg.audio.frame_rate))
                 bin_hz = sr / cfg.audio.n_fft
@@ -129,19 +157,23 @@ def main(argv=None) -> int:
                 row["model_peak_hz"] = round(float(y[:, mid].mean(1).argmax() * bin_hz), 1)
                 flat = feats.copy()
                 flat[:, mid] = feats[:, mid].mean(1, keepdims=True)
-                row["mean_oracle"] = summarise(synthesize(flat, cfg, len(audio))[: len(audio)], sr, pitch)
+                through(row, "mean_oracle", flat, feats, notes, len(audio))
                 to_db = lambda f: (10 * np.log10(np.expm1(f[:9, mid].astype(np.float64)).clip(1e-9).mean(1))).round(1).tolist()  # noqa: E731
                 row["target_low_bins_db"] = to_db(feats)
                 row["model_low_bins_db"] = to_db(y)
         rows.append(row)
         cells = [f"{row['name']:>4} {row['f0_hz']:6.1f} Hz"]
         for k in ("musescore_fluidsynth", "musescore_oracle", "mean_oracle", "model", "fluidr3_fluidsynth", "fluidr3_oracle"):
-            s = row[k]
-            cells.append(f"{k}: {s['median_cents']} c {s['within_50c']:.2f} {s['class']}")
+            for suffix in ("_plain", "") if k != "musescore_fluidsynth" and k != "fluidr3_fluidsynth" else ("",):
+                s = row[k + suffix]
+                lsd = row.get(k + suffix + "_lsd")
+                cells.append(f"{k}{suffix}: {s['median_cents']} c {s['within_50c']:.2f} {s['class']}"
+                             + (f" lsd {lsd['lsd_db']}" if lsd else ""))
         cells.append(f"peak target/model {row['target_peak_hz']}/{row['model_peak_hz']} Hz")
         cells.append(f"bins0-8 dB target {row['target_low_bins_db']} model {row['model_low_bins_db']}")
         print(" | ".join(cells), flush=True)
     out = {"model": a.model, "note_seconds": NOTE_S, "velocity": 90, "patches": {k: vars(p) for k, p in patches.items()},
+           "score_phase_below_bins": cfg.render.score_phase_below_bins,
            "rows": rows, "corpus": corpus_histogram(Path(a.corpus))}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
