@@ -7,6 +7,8 @@ semitones off (the partials share Hann lobes); with the held notes it lands on i
 2 cents), also in the release after the note-off and under a pitch bend. Pitch by the eval's tracker.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -53,6 +55,28 @@ def test_a_stationary_low_note_lands_on_its_f0_only_with_the_score_phase(pitch):
     y = offline(f, roll, 3.0)
     assert abs(median_cents(y, pitch, 0.25, 0.65)) < 20.0  # held
     assert abs(median_cents(y, pitch, 0.75, 1.0)) < 20.0  # after the note-off: the release keeps its pitch
+
+
+def test_the_musescore_cello_f2_sample_played_as_a_stationary_magnitude():
+    """The real case: the MuseScore General cello (the cello model's soundfont) at F2, its sustained
+    frames averaged, comes out an octave up without the held note and in tune with it."""
+    from rtperformer.learn.data.humanize import Performance, PNote
+    from rtperformer.learn.data.synth import Renderer, default_patch, find_musescore_soundfont, fluidsynth_available
+
+    sf2 = find_musescore_soundfont()
+    if sf2 is None or not fluidsynth_available(sf2):
+        if os.environ.get("RTPERFORMER_REQUIRE_FLUIDSYNTH") == "1":
+            pytest.fail("FluidSynth or the MuseScore General soundfont missing and RTPERFORMER_REQUIRE_FLUIDSYNTH=1")
+        pytest.skip("FluidSynth or the MuseScore General soundfont missing")
+    pitch = 41
+    x = Renderer(default_patch("cello"), A.sample_rate).render(Performance([PNote(ON, END, pitch, 90)], [], END), tail=0.05)
+    f = log_power(x[: int(SECONDS * A.sample_rate)], A)
+    mid = slice(int(0.25 * A.frame_rate), int(1.0 * A.frame_rate))
+    f[:, mid] = f[:, mid].mean(axis=1, keepdims=True)
+    roll = np.zeros((128, f.shape[1]), np.float32)
+    roll[pitch, int(ON * A.frame_rate) : int(END * A.frame_rate)] = 1.0
+    assert abs(median_cents(offline(f, roll, 0.0), pitch, 0.3, 0.95) - 1200.0) < 50.0  # an octave up
+    assert abs(median_cents(offline(f, roll, 3.0), pitch, 0.3, 0.95)) < 20.0
 
 
 def test_the_score_f0_follows_the_bend():
