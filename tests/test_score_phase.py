@@ -121,3 +121,31 @@ def test_setting_is_checked():
     assert from_dict({"render": {"score_phase_below_bins": 2.0}}).render.score_phase_below_bins == 2.0
     with pytest.raises(ConfigError):
         from_dict({"render": {"score_phase_below_bins": -1}})
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.parametrize("step", [1, 4])
+def test_the_shipped_cello_plays_a_low_note_in_tune_live(step):
+    """The live engine (the shipped cello model, serve's 1-frame and 4-frame steps, gate on): F2 held for a
+    second lands within 20 cents; with the setting at 0 the same chain plays it an octave up."""
+    import dataclasses
+
+    from rtperformer.live.engine import Engine, Instrument
+    from rtperformer.midi.events import seconds_to_sample, timeline
+    from rtperformer.midi.score import Note
+    from rtperformer.model.checkpoint import load_model
+
+    pitch = 41
+    model, cfg, _ = load_model("cello")
+    cfg = dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, step_frames=step, backend="torch"))
+    notes = [Note(0.1, 1.1, pitch, 90)]
+    medians = []
+    for below in (3.0, 0.0):
+        c = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, score_phase_below_bins=below))
+        eng = Engine([Instrument("cello", model, c)], c, schedule="exact")
+        events = [(seconds_to_sample(m.time, A.sample_rate), m.data) for m in timeline(notes, [])]
+        out = eng.render_offline(events, int(1.4 * A.frame_rate))
+        d = eng.voices["cello"].delay_samples
+        medians.append(median_cents(out[d:], pitch, 0.35, 1.0))
+    assert abs(medians[0]) < 20.0, medians
+    assert abs(medians[1] - 1200.0) < 50.0, medians
