@@ -70,6 +70,14 @@ class ModelConfig:
     ``onset_decay_frames`` / ``release_decay_frames``: note-position inputs (issue 12), one 128-pitch channel
     per time constant: ``exp(-frames since the note's onset / tau)`` while held, ``exp(-frames since the
     release / tau)`` while off (rtperformer.roll.rolls). Empty (default) = none, the inputs of older models.
+    ``bend_input``: one more input channel, the frame's pitch bend (the mean over held notes of their
+    channel's bend plus the mod-wheel vibrato, semitones / 2; rtperformer.roll.rolls). Off for older models.
+    ``bend_warp``: the audio stage warps the model's frames by the frame's bend (the model draws the
+    unbent note; training with ``train.dewarp_bend`` de-warps the targets to match). Off: the model draws
+    the bend itself (it needs ``bend_input``) and nothing warps.
+    ``mod_vibrato_cents`` / ``mod_vibrato_hz``: the vibrato the mod wheel (CC1) adds to the bend: a
+    triangle LFO per note from its onset, depth cents * CC1/127 (FluidSynth's default CC1 modulator: 50
+    cents, triangle), at the soundfont's vibrato LFO rate (8.176 Hz default; the MuseScore cello 5.0).
     """
 
     form: str = "streaming"
@@ -87,6 +95,10 @@ class ModelConfig:
     upsample_kernels: tuple[int, ...] = ()
     onset_decay_frames: tuple[float, ...] = ()
     release_decay_frames: tuple[float, ...] = ()
+    bend_input: bool = False
+    bend_warp: bool = True
+    mod_vibrato_cents: float = 50.0
+    mod_vibrato_hz: float = 8.176
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,7 @@ class TrainConfig:
     onset_weight: float = 4.0  # l1_onset: weight of the first onset_frames frames of every note
     onset_frames: int = 12
     grad_clip: float = 0.0  # max global gradient norm; 0 = off (the paper has none)
+    dewarp_bend: bool = False  # targets de-warped by the corpus's bend (vibrato) per frame (model.bend_warp models)
     valid_windows: int = 64  # fixed clip_frames windows cut from the valid split, spread over its pieces
 
 
@@ -261,6 +274,8 @@ RULES: dict[str, Any] = {
     "model.lookahead_frames": _at_least(0),
     "model.onset_decay_frames": lambda v: None if all(t > 0 for t in v) else f"must be > 0 frames, got {list(v)}",
     "model.release_decay_frames": lambda v: None if all(t > 0 for t in v) else f"must be > 0 frames, got {list(v)}",
+    "model.mod_vibrato_cents": _at_least(0),
+    "model.mod_vibrato_hz": _at_least(0),
     "render.mode": _one_of("streaming", "window"),
     "render.phase": _one_of("rtpghi", "rtisila", "gla"),
     "render.chunk_frames": _at_least(1),

@@ -84,8 +84,9 @@ def test_the_score_f0_follows_the_bend():
     pitch = 40
     f, roll = stationary_note(pitch)
     stage = AudioStage(A, RenderConfig(score_phase_below_bins=3.0))
-    stage.set_bend(1.0)
-    out = np.concatenate([stage.push(f[:, i : i + 4], roll[:, i : i + 4]).copy() for i in range(0, f.shape[1], 4)])
+    bend = np.ones(f.shape[1], np.float32)  # the bend row: +1 semitone every frame
+    out = np.concatenate([stage.push(f[:, i : i + 4], roll[:, i : i + 4], bend[i : i + 4]).copy()
+                          for i in range(0, f.shape[1], 4)])
     y = out[stage.delay_samples :]
     assert abs(median_cents(y, pitch + 1, 0.25, 0.65)) < 20.0
 

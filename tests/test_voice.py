@@ -112,9 +112,9 @@ def test_live_notes_reach_the_audio_stage_with_the_model_frames_they_go_with():
         xs.append(x[: cfg.model.n_pitches].copy())
         return model_step(x)
 
-    def record_push(y, held=None):
+    def record_push(y, held=None, bend=None):
         notes.append(held.copy())
-        return audio_push(y, held)
+        return audio_push(y, held, bend)
 
     voice.model.step, voice.audio.push = record_step, record_push
     while eng.frame < 60:
@@ -189,6 +189,5 @@ def test_live_audio_stage_reuses_its_buffers():
     a = stage.push(f)
     b = stage.push(f)
     assert np.shares_memory(a, b)
-    stage.set_bend(1.0)
-    c = stage.push(f)
+    c = stage.push(f, None, np.full(4, 1.0, np.float32))  # a bent push too
     assert np.shares_memory(a, c)

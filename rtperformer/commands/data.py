@@ -1,6 +1,8 @@
-"""``rtperformer data build|musicnet``: build the synthetic training corpus or import MusicNet.
+"""``rtperformer data build|bends|musicnet``: build the synthetic training corpus, add the pitch-bend rows
+to a corpus built before they existed, or import MusicNet.
 
     rtperformer data build [--instrument violin|cello|flute|all] [--out data/corpus] [--minutes N]
+    rtperformer data bends [--instrument ...] [--out data/corpus]   (no audio rendered; rtperformer/learn/data/bends.py)
     rtperformer data musicnet --source PATH (tree or musicnet.npz) [--instrument ...] [--out data/musicnet]
 """
 
@@ -31,6 +33,11 @@ def add_arguments(parser) -> None:
     b.add_argument("--splits", default=None, help="folder of <instrument>.yaml split files (default configs/splits)")
     b.add_argument("--write-splits", action="store_true",
                    help="add the built pieces to the split files (existing entries keep their split)")
+    bd = sub.add_parser("bends", help="write each render's pitch-bend row (its vibrato) from the piece's seed, "
+                        "checked against the stored notes; no audio is rendered")
+    bd.add_argument("--instrument", default="all", choices=["violin", "cello", "flute", "all"])
+    bd.add_argument("--out", default="data/corpus", help="corpus folder (default data/corpus)")
+    bd.add_argument("--cache", default="data/cache", help="parsed-score cache folder (default data/cache)")
     m = sub.add_parser("musicnet", help="convert MusicNet solo recordings into the corpus layout")
     m.add_argument("--source", default=None, help="MusicNet tree (train_data/...) or musicnet.npz "
                    "(default: data.musicnet of --config)")
@@ -49,7 +56,19 @@ def _config(name):
 def run(args) -> int:
     if args.action == "build":
         return _build(args)
+    if args.action == "bends":
+        return _bends(args)
     return _musicnet(args)
+
+
+def _bends(args) -> int:
+    from rtperformer.learn.data.bends import regenerate
+    from rtperformer.learn.data.corpus import INSTRUMENTS
+
+    instruments = list(INSTRUMENTS) if args.instrument == "all" else [args.instrument]
+    for inst in instruments:
+        regenerate(inst, args.out, args.cache)
+    return 0
 
 
 def _build(args) -> int:

@@ -25,12 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pieces", type=int, default=0, help="evaluate at most this many pieces (0 = all)")
     p.add_argument("--no-pitch", action="store_true", help="skip pyin pitch tracking (the slow part)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--no-bend", action="store_true",
+                   help="do not warp the model's frames by the corpus's pitch bend (vibrato)")
     p.add_argument("--table", nargs="+", metavar="JSON", help="only print a markdown table comparing eval reports")
 
 
 def run(args: argparse.Namespace) -> int:
     from rtperformer.errors import UserError
-    from rtperformer.learn.evaluate import evaluate, load_pieces, plot_spectrograms, write_json_atomic
+    from rtperformer.learn.evaluate import bend_lookup, evaluate, load_pieces, plot_spectrograms, write_json_atomic
 
     if args.table:
         import json
@@ -58,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     png = Path(args.png) if args.png else out.with_suffix(".png")
     pieces, baselines = load_pieces(cfg, args.split, args.corpus)
     report, first = evaluate(model, cfg, pieces, baselines, max_seconds=args.max_seconds,
-                             max_pieces=args.pieces, pitch=not args.no_pitch, device=args.device, progress=True)
+                             max_pieces=args.pieces, pitch=not args.no_pitch, device=args.device, progress=True,
+                             bends=None if args.no_bend else bend_lookup(cfg, args.corpus))
     report = {"model": name, "split": args.split, "instrument": cfg.data.instrument,
               "step": (meta or {}).get("step"), **report}
     write_json_atomic(out, report)

@@ -203,6 +203,14 @@ def load_pieces(cfg: Config, split: str, corpus: str | None = None) -> tuple[Ite
     return target, baselines
 
 
+def bend_lookup(cfg: Config, corpus: str | None = None) -> Callable[[str], np.ndarray | None]:
+    """piece id -> the expressive render's bend row (T,) semitones, or None where the corpus has none."""
+    from rtperformer.learn.data.dataset import piece_bend
+
+    corpus = corpus or cfg.data.corpus_dir
+    return lambda pid: piece_bend(corpus, cfg.data.instrument, pid, cfg)
+
+
 def evaluate(
     model: Any,
     cfg: Config,
@@ -215,12 +223,15 @@ def evaluate(
     synth: Callable[..., np.ndarray] = synthesize,
     device: str = "cpu",
     progress: bool = False,
+    bends: Callable[[str], np.ndarray | None] | None = None,
 ) -> tuple[dict[str, Any], Piece | None]:
     """Score ``model`` on ``pieces`` ((piece_id, x, y, audio) tuples, the expressive target) and each
     baseline (kind -> lookup by piece id giving the same tuples, or None when a piece lacks that render).
 
     Returns (the JSON report, the first piece with its model output, for the figure).
     ``max_seconds`` crops each piece (0 = whole); ``max_pieces`` limits the count (0 = all).
+    ``bends``: piece id -> the target's bend row (T,) semitones (or None); with ``model.bend_warp`` the
+    model's frames are warped by it, as the voice chain does (:func:`bend_lookup`).
     """
     a = cfg.audio
     baselines = baselines or {}
@@ -233,6 +244,7 @@ def evaluate(
 
         it = tqdm(pieces, desc="eval", unit="piece")
     limit = int(max_seconds * a.frame_rate) if max_seconds else None
+    n_bent = 0
     for n, (pid, x, y, audio) in enumerate(it):
         if max_pieces and n >= max_pieces:
             break
@@ -240,6 +252,13 @@ def evaluate(
         x, y = np.asarray(x)[:, :T], np.asarray(y)[:, :T]
         audio = np.asarray(audio, np.float32)[: T * a.hop]
         mf = model_frames(model, x, device) if model is not None else None
+        if mf is not None and bends is not None and getattr(cfg.model, "bend_warp", True):
+            b = bends(str(pid))
+            if b is not None:
+                from rtperformer.voice.audio_stage import warp_features
+
+                mf = warp_features(mf, np.asarray(b)[:T], a.power_scale)
+                n_bent += 1
         ma = synth(mf, cfg, length=len(audio), notes=x[: cfg.model.n_pitches]) if mf is not None else None
         piece = Piece(str(pid), x, y, audio, mf, ma)
         for kind, find in baselines.items():
@@ -268,6 +287,8 @@ def evaluate(
             "sharpness_band_hz": list(metrics.SHARPNESS_BAND_HZ),
             "pitch": "librosa.pyin at 16 kHz on sustained monophonic frames vs the score pitch" if pitch else "off",
             "max_seconds_per_piece": max_seconds,
+            "bend": (f"model frames warped by the target's bend row (vibrato), {n_bent} pieces" if n_bent
+                     else ("model input" if getattr(cfg.model, "bend_input", False) and bends is not None else "none")),
             "audio": {"sample_rate": a.sample_rate, "n_fft": a.n_fft, "hop": a.hop},
         },
         "summary": summary,

@@ -75,7 +75,7 @@ def cut_windows(pieces: Iterable[tuple[Any, Any]], clip_frames: int, max_windows
 
 def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
     """(train dataset, valid windows, data description) from the corpus named by ``cfg.data``."""
-    from rtperformer.learn.data.dataset import WindowDataset, piece_arrays
+    from rtperformer.learn.data.dataset import WindowDataset, dewarp_targets, dewarps, piece_arrays, piece_bend
 
     corpus, inst = cfg.data.corpus_dir, cfg.data.instrument
     if not Path(corpus, inst).is_dir():
@@ -85,6 +85,8 @@ def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
     valid_frames = 0
     ids = []
     for piece_id, x, y, _audio in piece_arrays(corpus, inst, "valid", cfg):
+        if dewarps(cfg):  # validate against what training fits: the unbent targets
+            y = dewarp_targets(y, piece_bend(corpus, inst, piece_id, cfg, required=True), cfg)
         valid_pieces.append((x, y))
         valid_frames += x.shape[-1]
         ids.append(piece_id)
@@ -98,6 +100,7 @@ def default_data(cfg: Config) -> tuple[Any, list[Window], dict[str, Any]]:
         "valid_pieces": ids,
         "valid_minutes": round(valid_frames / cfg.audio.frame_rate / 60, 2),
         "valid_windows": len(valid),
+        "targets": "de-warped by the corpus's bend rows" if dewarps(cfg) else "as rendered",
     }
     for attr in ("describe", "description"):
         extra = getattr(train_ds, attr, None)
@@ -169,6 +172,8 @@ class SyntheticWindows:
         from rtperformer.roll.rolls import position_channels, positions_of
 
         parts.extend(position_channels(positions_of(roll, onoff), m))
+        if getattr(m, "bend_input", False):
+            parts.append(np.zeros((1, T), np.float32))  # no bend in the toy corpus
         x = np.concatenate(parts, 0)
         return x, np.log1p(a.power_scale * y).astype(np.float32)
 

@@ -20,8 +20,9 @@ MIDI: note on/off (velocity 0 = off), velocity, CC64 sustain, CC11 expression (a
 model has one, else a gain), CC7 volume (gain (v/127)^2), CC120 all sound off (gate closes at once),
 CC123 all notes off, program change (by GM family, LIVE_PROGRAMS: strings/ensembles 40-51 -> violin or
 cello, pipes/reeds 64-79 -> flute, when that instrument is loaded; GM channel 10 is ignored unless
-``serve.channel_map`` maps it), pitch bend (a frequency warp of that instrument's magnitude frames, +-
-``serve.pitch_bend_range`` semitones, default 2).
+``serve.channel_map`` maps it), pitch bend (+-``serve.pitch_bend_range`` semitones, default 2) and CC1 mod
+wheel (a vibrato LFO added to the bend): the pianoroll's bend row, a model input when the model has one
+(``model.bend_input``) and a per-frame frequency warp of the model's frames when it has ``model.bend_warp``.
 
 Gate (``serve.gate``, default on; :class:`~rtperformer.voice.chain.Voice`): a trained model is near-silent
 without notes anyway; an untrained one is not, and the gate keeps "no note" silent. A closed voice skips
@@ -150,7 +151,6 @@ class Engine:
                 self.channel_instrument[int(ch)] = name
         # What was not played, each named once in the status line: "ch10 drums", "program 0 on ch1".
         self.ignored: dict[str, None] = {}
-        self.bend_range = float(cfg.serve.pitch_bend_range)
         self.master = np.float32(cfg.serve.gain)
         self.frame = 0  # next frame to render
         self.events = EventSchedule(self.hop, exact=schedule == "exact")  # the one event queue
@@ -237,7 +237,7 @@ class Engine:
                 if key not in self.ignored and len(self.ignored) < 16:
                     self.ignored[key] = None
         elif m.kind == dec.PITCH_BEND:
-            self._voice_of(ch).set_bend(m.a / 8192.0 * self.bend_range)
+            self._voice_of(ch).feed(frame, m)
 
     def ignored_status(self) -> str:
         """The status line's field naming what was ignored (channels, programs), or ""."""

@@ -28,6 +28,7 @@ PITCH_BEND = "pitch_bend"
 SYSTEM = "system"  # system common / real-time: valid, carries no channel, the engine ignores it
 
 # Controllers the engine and the rolls act on
+CC_MODULATION = 1
 CC_VOLUME = 7
 CC_EXPRESSION = 11
 CC_SUSTAIN = 64

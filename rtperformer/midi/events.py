@@ -78,6 +78,15 @@ def note_off(channel: int, pitch: int, velocity: int = 0) -> bytes:
     return bytes((NOTE_OFF | (channel & 15), pitch & 127, velocity & 127))
 
 
+PITCH_WHEEL = 128  # Control.number of a pitch bend (value -8192..8191); 0-127 are controller numbers
+
+
+def pitch_bend(channel: int, value: int) -> bytes:
+    """A pitch-bend message, ``value`` -8192..8191 (0: centre)."""
+    v = max(-8192, min(8191, int(value))) + 8192
+    return bytes((0xE0 | (channel & 15), v & 127, (v >> 7) & 127))
+
+
 def control_change(channel: int, number: int, value: int) -> bytes:
     return bytes((CONTROL_CHANGE | (channel & 15), number & 127, value & 127))
 
@@ -96,7 +105,7 @@ def timeline(notes: Iterable[Any], controls: Iterable[Any] = ()) -> list[TimedMe
 
     ``notes``: objects with ``start``, ``end`` (seconds), ``pitch``, ``velocity`` and optionally
     ``channel`` (default 0) and ``track`` (default 0). ``controls``: objects with ``time``, ``channel``,
-    ``number``, ``value`` and optionally ``track``. Sorted by time; at equal times note-offs, then
+    ``number`` (:data:`PITCH_WHEEL`: a pitch bend), ``value`` and optionally ``track``. Sorted by time; at equal times note-offs, then
     controller changes, then note-ons (a zero-length note's note-off right after its note-on); ties beyond
     that keep the input order. The source of a message is
     ``(track, channel)`` so that two tracks sharing a channel do not end each other's notes.
@@ -115,7 +124,9 @@ def timeline(notes: Iterable[Any], controls: Iterable[Any] = ()) -> list[TimedMe
     for c in controls:
         ch = int(c.channel)
         source = (int(getattr(c, "track", 0)), ch)
-        items.append((float(c.time), _ORDER_CC, i, 0, source, control_change(ch, int(c.number), int(c.value))))
+        data = (pitch_bend(ch, int(c.value)) if int(c.number) == PITCH_WHEEL
+                else control_change(ch, int(c.number), int(c.value)))
+        items.append((float(c.time), _ORDER_CC, i, 0, source, data))
         i += 1
     items.sort(key=lambda it: it[:4])
     return [TimedMessage(t, v, d) for t, _, _, _, v, d in items]

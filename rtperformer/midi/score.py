@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtperformer.errors import UserError
+from rtperformer.midi.events import PITCH_WHEEL
 
 # General MIDI programs (0-based) of the instruments we have models for.
 GM_PROGRAMS = {"violin": 40, "cello": 42, "flute": 73}
@@ -92,7 +93,8 @@ class Note:
 
 @dataclass(frozen=True)
 class Control:
-    """A controller change (``number`` 0-127, ``value`` 0-127) at ``time`` seconds."""
+    """A controller change (``number`` 0-127, ``value`` 0-127) at ``time`` seconds, or a pitch bend
+    (``number`` :data:`rtperformer.midi.events.PITCH_WHEEL`, ``value`` -8192..8191)."""
 
     time: float
     channel: int
@@ -227,6 +229,8 @@ def read_midi(path: str | os.PathLike) -> Score:
             programs.append(ProgramChange(t, msg.channel, msg.program, ti))
         elif typ == "control_change":
             controls.append(Control(t, msg.channel, msg.control, msg.value, ti))
+        elif typ == "pitchwheel":
+            controls.append(Control(t, msg.channel, PITCH_WHEEL, msg.pitch, ti))
         elif typ in ("note_on", "note_off"):
             key = (ti, msg.channel, msg.note)
             is_on = typ == "note_on" and msg.velocity > 0

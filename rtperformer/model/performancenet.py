@@ -42,10 +42,11 @@ FORMS = ("paper", "streaming")
 
 def contour_channels(model_cfg) -> int:
     """Input width of the contour branch: roll + velocity (if) + expression (if) + the note-position
-    channels (n_pitches per onset and per release decay constant, if any)."""
+    channels (n_pitches per onset and per release decay constant, if any) + bend (1, if)."""
     p = model_cfg.n_pitches
     n_pos = len(model_cfg.onset_decay_frames) + len(model_cfg.release_decay_frames)
-    return p + (p if model_cfg.velocity else 0) + (1 if model_cfg.expression else 0) + p * n_pos
+    return (p + (p if model_cfg.velocity else 0) + (1 if model_cfg.expression else 0) + p * n_pos
+            + (1 if getattr(model_cfg, "bend_input", False) else 0))
 
 
 def check_model_config(cfg: Config) -> None:

@@ -36,9 +36,9 @@ from rtperformer.midi.score import DRUM_CHANNEL, FAMILIES, INSTRUMENTS, Score, b
 from rtperformer.audio.wavfile import open_wav
 from rtperformer.midi.events import seconds_to_sample, stamp_events
 from rtperformer.roll.pianoroll import EventSchedule, Pianoroll
-from rtperformer.roll.rolls import select_parts
+from rtperformer.roll.rolls import bend_spec, select_parts
 from rtperformer.dsp.griffin_lim import BlockGriffinLim
-from rtperformer.voice.audio_stage import OfflineAudio
+from rtperformer.voice.audio_stage import OfflineAudio, warp_features
 from rtperformer.offline.mixdown import PreviewCollector, mix_to_wav, write_png
 from rtperformer.voice.chain import render_stream
 
@@ -170,16 +170,20 @@ class InputStream:
     ``notes``, ``controls``: the part's (one track and channel; seconds), stamped at ``cfg.audio``'s sample
     rate and sent through the live engine's path (:class:`EventSchedule`, exact, then :class:`Pianoroll`,
     ``cfg.render.velocity_sensitive``); ``max_frames``: the largest ``n``. Frames at or beyond ``n_frames``
-    are zeros (the zero padding the model is trained with).
+    are zeros (the zero padding the model is trained with). ``bends`` (n_frames,) float32: the bend row
+    (semitones; pitch bend at ``serve.pitch_bend_range`` and the mod wheel's vibrato) of every frame
+    painted so far, as the live voice's.
     """
 
     def __init__(self, notes: Any, controls: Any, cfg: Any, n_frames: int, max_frames: int):
         self.schedule = EventSchedule(cfg.audio.hop, exact=True)
         for e in stamp_events(notes, controls, cfg.audio.sample_rate):
             self.schedule.push(e)
-        self.roll = Pianoroll(cfg.model, cfg.render.velocity_sensitive, max_frames)
+        self.roll = Pianoroll(cfg.model, cfg.render.velocity_sensitive, max_frames,
+                              bend=bend_spec(cfg.model, cfg.audio, cfg.serve.pitch_bend_range))
         self.n_frames = n_frames
         self.channels = self.roll.channels
+        self.bends = np.zeros(n_frames, np.float32)
 
     @property
     def frame(self) -> int:
@@ -189,6 +193,8 @@ class InputStream:
         a = self.roll.frame
         x = self.roll.take(self.schedule, n).copy()
         x[:, max(0, self.n_frames - a) :] = 0.0
+        m = max(0, min(n, self.n_frames - a))
+        self.bends[a : a + m] = self.roll.bend[:m]
         return x
 
 
@@ -313,11 +319,19 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
                 f.write(audio)
                 written += audio.shape[0]
 
+        warp = bool(getattr(cfg.model, "bend_warp", True))
         try:
+            done = 0
             for x, y in model_frames(model, cfg, inputs, bar.update):
                 if collector is not None:
                     collector.add(x, y)
-                write(stage.push(y, x[: cfg.model.n_pitches]))
+                m = y.shape[1]
+                bend = inputs.bends[done : done + m] if warp else None
+                done += m
+                if bend is not None and isinstance(stage, BlockGriffinLim):
+                    y, bend = warp_features(y, bend, ac.power_scale), None
+                write(stage.push(y, x[: cfg.model.n_pitches]) if bend is None
+                      else stage.push(y, x[: cfg.model.n_pitches], bend))
             write(stage.finish(), last=True)
         finally:
             bar.close()

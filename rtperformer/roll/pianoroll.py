@@ -27,7 +27,7 @@ import numpy as np
 
 from rtperformer.midi.decode import Message, decode
 from rtperformer.midi.events import MidiEvent
-from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls, input_channels, sample_to_frame, stack_inputs
+from rtperformer.roll.rolls import BendSpec, NoteTracker, RollPainter, Rolls, input_channels, sample_to_frame, stack_inputs
 
 
 class EventSchedule:
@@ -76,17 +76,22 @@ class Pianoroll:
 
     ``model_cfg``: decides the channel layout (``input_channels``); ``velocity_sensitive``: keep MIDI
     velocity (else a nominal velocity); ``max_frames``: the largest n one :meth:`next_frames` call may ask
-    for (arrays are allocated once, here).
+    for (arrays are allocated once, here); ``bend``: how pitch bend and CC1 make the bend row
+    (:func:`rtperformer.roll.rolls.bend_spec`; default: +-2 semitones, FluidSynth's CC1 vibrato at 48 kHz /
+    256). :attr:`bend` is the bend row (n,) semitones of the last :meth:`next_frames` (a view).
     """
 
-    def __init__(self, model_cfg: Any, velocity_sensitive: bool = True, max_frames: int = 1024):
+    def __init__(self, model_cfg: Any, velocity_sensitive: bool = True, max_frames: int = 1024,
+                 bend: BendSpec | None = None):
         self.model_cfg = model_cfg
         self.channels = input_channels(model_cfg)
         self.max_frames = int(max_frames)
         self._rolls = Rolls.zeros(self.max_frames)
         self._out = np.zeros((self.channels, self.max_frames), np.float32)
-        self._tracker = NoteTracker(velocity_sensitive)
-        self._painter = RollPainter()
+        spec = bend or BendSpec()
+        self._tracker = NoteTracker(velocity_sensitive, spec.bend_range)
+        self._painter = RollPainter(spec)
+        self.bend = self._rolls.bend[0, :0]
         self.frame = 0  # index of the next frame next_frames() emits
 
     def reset(self, frame: int = 0) -> None:
@@ -129,5 +134,7 @@ class Pianoroll:
         self._tracker.forget_before(b)
         self.frame = b
         out = self._out[:, :n]
-        stack_inputs(self._rolls.head(n), self.model_cfg, out=out)
+        view = self._rolls.head(n)
+        self.bend = view.bend[0]
+        stack_inputs(view, self.model_cfg, out=out)
         return out

@@ -37,16 +37,52 @@ def bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, n
     return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
 
 
+BEND_EPS = 1e-4  # semitones: a smaller bend is no bend
+
+
+def warp_frames(mag: np.ndarray, semitones: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Frequency warp of each frame: ``out[k, j] = mag[k / r_j, j]`` (linear interpolation between bins,
+    0 above the top bin), ``r_j = 2 ** (semitones[j] / 12)``: :func:`bend_table` per frame. ``mag``
+    (n_bins, n) float32, ``semitones`` (n,); frames with ``|semitones| < BEND_EPS`` are copied. Returns
+    ``out`` (n_bins, n) float32 (a new array when None; it must not be ``mag``)."""
+    n_bins, n = mag.shape
+    if out is None:
+        out = np.empty_like(mag, dtype=np.float32)
+    s = np.asarray(semitones, np.float64).reshape(-1)
+    s = np.where(np.abs(s) < BEND_EPS, 0.0, s)
+    src = np.arange(n_bins, dtype=np.float64)[:, None] * (2.0 ** (-s / 12.0))[None, :]  # (n_bins, n)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_bins - 1)
+    w1 = (src - i0).astype(np.float32)
+    v0 = np.take_along_axis(mag, i0, axis=0)
+    v1 = np.take_along_axis(mag, np.minimum(i0 + 1, n_bins - 1), axis=0)
+    np.multiply(v0, 1.0 - w1, out=out)
+    out += v1 * w1
+    out[src > n_bins - 1] = 0.0
+    return out
+
+
+def warp_features(features: np.ndarray, semitones: np.ndarray, power_scale: float) -> np.ndarray:
+    """log1p-power features (n_bins, n) warped per frame by ``semitones`` (n,) in the magnitude domain
+    (:func:`warp_frames`): a new float32 array (the same values where no frame is bent)."""
+    s = np.asarray(semitones, np.float64).reshape(-1)
+    if not np.any(np.abs(s) >= BEND_EPS):
+        return np.array(features, np.float32)
+    mag = to_magnitude(np.asarray(features, np.float32), power_scale=np.float32(power_scale))
+    w = warp_frames(mag, s)
+    return np.log1p(np.float32(power_scale) * w * w).astype(np.float32)
+
+
 class AudioStage:
     """log1p-power frames -> audio: ``push(features (n_bins, n)) -> float32 (n*hop,)``.
 
-    magnitude (:func:`rtperformer.dsp.to_magnitude`) -> pitch-bend warp (:meth:`set_bend`) -> streaming
+    magnitude (:func:`rtperformer.dsp.to_magnitude`) -> pitch-bend warp (``bend``, per frame) -> streaming
     phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> streaming iSTFT with
     ``trim_hops`` low-delay trimming. ``delay_samples`` = phase delay * hop + iSTFT delay.
 
     ``notes`` (the held-note roll, (P, n), row = MIDI pitch, aligned with the features) lets RTPGHI take
-    the phase of low notes from the score (``render.score_phase_below_bins``; the bend of
-    :meth:`set_bend` moves their f0 too). Live and offline callers pass the same roll.
+    the phase of low notes from the score (``render.score_phase_below_bins``; the bend moves their f0 too).
+    ``bend`` (n,) semitones per frame (the pianoroll's bend row, aligned with the features) warps the
+    magnitudes frame by frame (:func:`warp_frames`). Live and offline callers pass the same rows.
 
     ``drop_delay`` False (live): output sample i is signal sample i - ``delay_samples``; :meth:`push`
     returns a view of an internal buffer, valid until the next push. True (offline): the phase's warm-up
@@ -70,7 +106,6 @@ class AudioStage:
         self.delay_frames = int(self.phase.delay_frames)
         self.delay_samples = self.delay_frames * self.hop + int(self.istft.delay_samples)
         self.drop_delay = bool(drop_delay)
-        self._bend: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self.score_informed = bool(getattr(self.phase, "score_informed", False))
         self._note_rows = 0  # rows of the last notes roll pushed (flush feeds as many silent ones)
         self._n = -1
@@ -83,45 +118,43 @@ class AudioStage:
         self._skip_frames = self.delay_frames if self.drop_delay else 0
         self._skip_samples = int(self.istft.delay_samples) if self.drop_delay else 0
 
-    def set_bend(self, semitones: float) -> None:
-        """Warp the magnitudes' frequency axis (and the score-informed phase's f0s) by ``semitones`` (0: off)."""
-        self._bend = None if abs(semitones) < 1e-4 else bend_table(self.n_bins, semitones)
-        if self.score_informed:
-            self.phase.bend_ratio = 1.0 if self._bend is None else 2.0 ** (semitones / 12.0)
-
     def _buffers(self, n: int) -> None:
         if n != self._n:
             self._n = n
             self._mag = np.empty((self.n_bins, n), np.float32)
             self._warp = np.empty((self.n_bins, n), np.float32)
-            self._warp1 = np.empty((self.n_bins, n), np.float32)
+            self._col = np.empty((self.n_bins, 1), np.complex64)
             self._spec = np.empty((self.n_bins, n), np.complex64)
             self._audio = np.empty(n * self.hop, np.float32)
 
-    def spectrum(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
-        """features (n_bins, n) [, notes (P, n)] -> complex64 (n_bins, n) phase-reconstructed spectrum
-        (internal buffer)."""
+    def spectrum(self, features: np.ndarray, notes: np.ndarray | None = None,
+                 bend: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) [, notes (P, n)] [, bend (n,) semitones] -> complex64 (n_bins, n)
+        phase-reconstructed spectrum (internal buffer)."""
         n = features.shape[1]
         self._buffers(n)
         mag = to_magnitude(features, power_scale=self.power_scale, out=self._mag)
-        if self._bend is not None:
-            idx, w0, w1 = self._bend
-            a, b = self._warp, self._warp1
-            np.take(mag, idx[0], axis=0, out=a)
-            np.take(mag, idx[1], axis=0, out=b)
-            np.multiply(a, w0, out=a)
-            np.multiply(b, w1, out=b)
-            mag = np.add(a, b, out=a)
-        if self.score_informed:
+        bent = bend is not None and bool(np.any(np.abs(bend) >= BEND_EPS))
+        if bent:
+            mag = warp_frames(mag, bend, out=self._warp)
+        if not self.score_informed:
+            return self.phase.process(mag, out=self._spec)
+        ratios = 2.0 ** (np.asarray(bend, np.float64) / 12.0) if bent else None
+        if ratios is None or np.all(ratios == ratios[0]):
+            self.phase.bend_ratio = 1.0 if ratios is None else float(ratios[0])
             return self.phase.process(mag, out=self._spec, notes=notes)
-        return self.phase.process(mag, out=self._spec)
+        for j in range(n):  # the score-informed f0s follow the bend frame by frame
+            self.phase.bend_ratio = float(ratios[j])
+            col = self.phase.process(mag[:, j : j + 1], out=self._col, notes=None if notes is None else notes[:, j : j + 1])
+            self._spec[:, j] = col[:, 0]
+        return self._spec
 
-    def push(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
-        """features (n_bins, n) log1p power [, notes (P, n) held-note roll] -> float32 audio: n*hop samples
-        live, fewer while dropping."""
+    def push(self, features: np.ndarray, notes: np.ndarray | None = None, bend: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) log1p power [, notes (P, n) held-note roll] [, bend (n,) semitones per frame]
+        -> float32 audio: n*hop samples live, fewer while dropping."""
         if notes is not None:
             self._note_rows = notes.shape[0]
-        spec = self.spectrum(features, notes)
+        spec = self.spectrum(features, notes, bend)
         if self._skip_frames:
             k = min(self._skip_frames, spec.shape[1])
             spec = spec[:, k:]
@@ -161,9 +194,9 @@ class OfflineAudio:
         self.remaining -= audio.shape[0]
         return audio
 
-    def push(self, features: np.ndarray, notes: np.ndarray | None = None) -> np.ndarray:
-        """features (n_bins, n) [, notes (P, n) held-note roll] -> float32 audio (a new array)."""
-        return self._emit(self.stage.push(features, notes))
+    def push(self, features: np.ndarray, notes: np.ndarray | None = None, bend: np.ndarray | None = None) -> np.ndarray:
+        """features (n_bins, n) [, notes (P, n) held-note roll] [, bend (n,) semitones] -> float32 audio (a new array)."""
+        return self._emit(self.stage.push(features, notes, bend))
 
     def finish(self) -> np.ndarray:
         out = np.concatenate([self._emit(self.stage.flush()), np.zeros(max(self.remaining, 0), np.float32)])

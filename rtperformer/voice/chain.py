@@ -204,7 +204,7 @@ class Voice:
 
     def __init__(self, inst: Any, cfg: Any, mode: str, n_step: int):
         from rtperformer.roll.pianoroll import Pianoroll
-        from rtperformer.roll.rolls import input_channels
+        from rtperformer.roll.rolls import bend_spec, input_channels
 
         self.name = inst.name
         self.cfg = inst.cfg
@@ -216,7 +216,9 @@ class Voice:
         self.channels_in = input_channels(inst.cfg.model)
         self.has_expression = bool(inst.cfg.model.expression)
         self.roll = Pianoroll(inst.cfg.model, velocity_sensitive=cfg.render.velocity_sensitive,
-                              max_frames=max(n_step, 1))
+                              max_frames=max(n_step, 1), bend=bend_spec(inst.cfg.model, a, cfg.serve.pitch_bend_range))
+        # model.bend_warp: the audio stage warps the model's frames by the roll's bend row, frame by frame
+        self.bend_warp = bool(getattr(inst.cfg.model, "bend_warp", True))
         self.audio = AudioStage(a, cfg.render, trim_hops=cfg.serve.istft_trim_hops)
         if mode == "streaming":
             if inst.cfg.model.form != "streaming":
@@ -232,8 +234,8 @@ class Voice:
             raise UserError(f"unknown render.mode '{mode}' (choose streaming or window)")
         self.delay_frames = self.model.delay_frames + self.audio.delay_frames  # whole frames, model + phase
         self.n_pitches = inst.cfg.model.n_pitches
-        L = self.model.delay_frames  # the held notes wait as long as the model output they go with
-        self._notes = np.zeros((self.n_pitches, L + n_step), np.float32) if L else None
+        L = self.model.delay_frames  # the held notes and the bend wait as long as the model output they go with
+        self._notes = np.zeros((self.n_pitches + 1, L + n_step), np.float32) if L else None  # rows: notes, bend
         self.delay_samples = chain_delay_samples(self.model.delay_frames, self.audio)
         sr = a.sample_rate
         self.release_frames = int(math.ceil(cfg.render.release_seconds * sr / self.hop)) + self.delay_frames
@@ -246,7 +248,6 @@ class Voice:
         self.kill = False
         self.volume = 1.0
         self.expression_gain = 1.0
-        self.bend = 0.0
         self._ramp = np.arange(1, self.hop * n_step + 1, dtype=np.float32)
         self._env = np.empty(self.hop * n_step, np.float32)
         self.frames_run = 0
@@ -264,7 +265,7 @@ class Voice:
         x = (rng.random((self.channels_in, self.n_step)) < 0.05).astype(np.float32)
         for _ in range(3):
             self.model.reset()
-            self._push_audio(self.model.step(x), x)
+            self._push_audio(self.model.step(x), x, np.zeros(self.n_step, np.float32))
         self.model.reset()
         self.audio.reset()
         if self._notes is not None:
@@ -290,20 +291,18 @@ class Voice:
         """Notes sounding now (held by key or pedal)."""
         return self.roll.sounding
 
-    def set_bend(self, semitones: float) -> None:
-        self.bend = semitones
-        self.audio.set_bend(semitones)
-
-    def _push_audio(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """The audio stage on model output y (n_bins, n) with the held notes of the input frames it
-        estimates (x's roll rows, ``L`` frames back)."""
+    def _push_audio(self, y: np.ndarray, x: np.ndarray, bend: np.ndarray) -> np.ndarray:
+        """The audio stage on model output y (n_bins, n) with the held notes and the bend row (n,) of the
+        input frames it estimates (x's roll rows, ``L`` frames back); the bend warps only with
+        ``model.bend_warp``."""
         P, n = self.n_pitches, y.shape[1]
         buf = self._notes
         if buf is None:
-            return self.audio.push(y, x[:P])
+            return self.audio.push(y, x[:P], bend if self.bend_warp else None)
         L = buf.shape[1] - self.n_step
-        buf[:, L : L + n] = x[:P]
-        audio = self.audio.push(y, buf[:, :n])
+        buf[:P, L : L + n] = x[:P]
+        buf[P, L : L + n] = bend
+        audio = self.audio.push(y, buf[:P, :n], buf[P, :n] if self.bend_warp else None)
         buf[:, :L] = buf[:, n : n + L]
         return audio
 
@@ -320,7 +319,7 @@ class Voice:
             self.last_sound = -(10 ** 9)
         if self.idle:
             return None
-        audio = self._push_audio(self.model.step(x), x)
+        audio = self._push_audio(self.model.step(x), x, self.roll.bend)
         self.frames_run += n
         if not self.use_gate:
             g = self.volume * self.expression_gain

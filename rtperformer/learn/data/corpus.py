@@ -26,6 +26,7 @@ import numpy as np
 
 from rtperformer.atomic import atomic_write
 from rtperformer.learn.data import scores
+from rtperformer.learn.data.bends import bend_path, bend_row, write_bend
 from rtperformer.learn.data.humanize import perform
 from rtperformer.learn.data.rolls_io import rolls_from_events, save_rolls
 from rtperformer.dsp.features import n_frames
@@ -166,6 +167,11 @@ def render_piece(job: tuple) -> dict:
             meta = json.loads(meta_path.read_text())
             if meta.get("recipe") == recipe:
                 meta["cached"] = True
+                for kind in meta.get("kinds", []):  # a render from before the bend rows: add its row
+                    if not bend_path(pdir, kind).is_file():
+                        with np.load(pdir / f"{kind}_rolls.npz") as z:
+                            T = int(z["roll"].shape[1])
+                        write_bend(pdir, kind, bend_row(perform(line, kind, int(meta["seed"])), T, st.sample_rate, st.hop))
                 return meta
         except ValueError:
             pass
@@ -183,6 +189,7 @@ def render_piece(job: tuple) -> dict:
         notes, cc = perf.notes_array(), perf.cc_array()
         rolls = rolls_from_events(notes, cc, n_frames(len(audio), st.hop), st.sample_rate, st.hop)
         save_rolls(pdir / f"{kind}_rolls.npz", rolls, notes, cc, frame_rate, st.sample_rate, st.hop)
+        write_bend(pdir, kind, bend_row(perf, rolls.n_frames, st.sample_rate, st.hop))
         _write_flac(pdir / f"{kind}.flac", audio, st.sample_rate)
         seconds[kind] = round(len(audio) / st.sample_rate, 3)
         peaks[kind] = round(float(np.abs(audio).max()) if len(audio) else 0.0, 4)

@@ -10,6 +10,11 @@ workers) and memory-maps them afterwards:
 - ``<kind>.pos-<key>.npy``   uint8 (256, T): note-position counters (rtperformer.roll.rolls.positions_of), written
   only for models with note-position inputs (``model.onset_decay_frames`` / ``release_decay_frames``).
 
+The bend row ``<kind>_bend.npy`` (float32 (T,), semitones; rtperformer/learn/data/bends.py) is read as it is (the
+corpus's own rate and hop: a config with others cannot use it). Models with ``model.bend_input`` get it as
+their last input channel; ``train.dewarp_bend`` (with ``model.bend_warp``) warps each target frame back by
+it, so the model learns the unbent note that the audio stage then bends.
+
 ``WindowDataset(corpus_dir, instrument, split, cfg)`` is map-style: item i is the window starting at
 the i-th valid frame position over all (piece, kind) pairs of the split, so uniform sampling of indices
 is uniform over positions. ``piece_arrays`` gives whole pieces for evaluation.
@@ -33,7 +38,7 @@ from rtperformer.atomic import atomic_write
 from rtperformer.learn.data.rolls_io import load_rolls
 from rtperformer.learn.data.splits import read_splits, split_of, split_path
 from rtperformer.errors import UserError
-from rtperformer.roll.rolls import position_channels, position_taus, positions_of
+from rtperformer.roll.rolls import BEND_INPUT_SEMITONES, position_channels, position_taus, positions_of
 
 try:
     import torch.utils.data as _tud
@@ -106,9 +111,10 @@ def _encode_inputs(rolls) -> np.ndarray:
     return out
 
 
-def decode_inputs(enc: np.ndarray, model_cfg, pos: np.ndarray | None = None) -> np.ndarray:
+def decode_inputs(enc: np.ndarray, model_cfg, pos: np.ndarray | None = None, bend: np.ndarray | None = None) -> np.ndarray:
     """uint8 (385, T) cache (+ uint8 (256, T) position counters, needed when ``model_cfg`` has note-position
-    inputs) -> x (C_in, T) float32 in the stack_inputs layout for ``model_cfg``."""
+    inputs; + the bend row (T,) semitones, needed when it has ``bend_input``) -> x (C_in, T) float32 in the
+    stack_inputs layout for ``model_cfg``."""
     parts = [enc[0:128].astype(np.float32), enc[128:256].astype(np.float32) - 1.0]
     if model_cfg.velocity:
         parts.append(enc[256:384].astype(np.float32) * np.float32(1.0 / 127.0))
@@ -118,7 +124,50 @@ def decode_inputs(enc: np.ndarray, model_cfg, pos: np.ndarray | None = None) -> 
         if pos is None:
             raise ValueError("decode_inputs: this model has note-position inputs; pass the position counters")
         parts.extend(position_channels(np.asarray(pos), model_cfg))
+    if getattr(model_cfg, "bend_input", False):
+        if bend is None:
+            raise ValueError("decode_inputs: this model has a bend input; pass the bend row")
+        parts.append(np.asarray(bend, np.float32).reshape(1, -1) * np.float32(1.0 / BEND_INPUT_SEMITONES))
     return np.concatenate(parts, axis=0)
+
+
+def needs_bend(cfg) -> bool:
+    """Whether training/eval on ``cfg`` reads the corpus's bend rows."""
+    return bool(getattr(cfg.model, "bend_input", False) or dewarps(cfg))
+
+
+def dewarps(cfg) -> bool:
+    return bool(getattr(cfg.train, "dewarp_bend", False) and getattr(cfg.model, "bend_warp", True))
+
+
+def bend_cache(piece_dir: Path, kind: str, cfg, corpus_rate: int, corpus_hop: int, T: int,
+               required: bool = True) -> np.ndarray | None:
+    """The render's bend row (T,) float32 semitones. Missing: a UserError when ``required`` (pointing at
+    ``rtperformer data bends``), else None."""
+    from rtperformer.learn.data.bends import load_bend
+
+    if int(corpus_rate) != cfg.audio.sample_rate or int(corpus_hop) != cfg.audio.hop:
+        if not required:
+            return None
+        raise UserError(f"the corpus's bend rows are at {corpus_rate} Hz / hop {corpus_hop}; this config needs "
+                        f"{cfg.audio.sample_rate} / {cfg.audio.hop}")
+    row = load_bend(piece_dir, kind)
+    if row is None:
+        if not required:
+            return None
+        raise UserError(f"no bend row for {piece_dir.name} ({kind}); add them with "
+                        f"`rtperformer data bends --instrument {piece_dir.parent.name}`")
+    if row.shape[0] != T:
+        raise UserError(f"bend row of {piece_dir} ({kind}) has {row.shape[0]} frames, the render {T}; "
+                        "run `rtperformer data bends` again")
+    return row
+
+
+def dewarp_targets(y: np.ndarray, bend: np.ndarray, cfg) -> np.ndarray:
+    """Target frames y (n_bins, T) warped back by ``bend`` (T,) semitones (rtperformer.voice.audio_stage)."""
+    from rtperformer.voice.audio_stage import warp_features
+
+    return warp_features(y, -np.asarray(bend, np.float64), cfg.audio.power_scale)
 
 
 def needs_positions(cfg) -> bool:
@@ -177,18 +226,21 @@ class WindowDataset(_Base):
         kinds = tuple(kinds or getattr(cfg.data, "kinds", ("expressive",)))
         man = load_manifest(corpus_dir, instrument)
         rate = int(man["sample_rate"])
+        hop = int(man.get("hop", cfg.audio.hop))
         todo = [(p["id"], kind) for p in split_pieces(corpus_dir, instrument, split, cfg)
                 for kind in kinds if kind in p.get("kinds", [])]
+        self.dewarp = dewarps(cfg)
 
         def prepare(item):
             pdir = Path(corpus_dir) / instrument / item[0]
             enc, feats, _ = piece_cache(pdir, item[1], cfg, rate)
             pos = position_cache(pdir, item[1], cfg, rate, enc) if needs_positions(cfg) else None
-            return (item[0], item[1], enc, feats, pos)
+            bend = bend_cache(pdir, item[1], cfg, rate, hop, feats.shape[1]) if needs_bend(cfg) else None
+            return (item[0], item[1], enc, feats, pos, bend)
 
         # first use builds the caches: FFTs and FLAC decoding release the GIL, so threads help
         with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as ex:
-            self.entries = list(ex.map(prepare, todo))  # (piece_id, kind, enc, feats, pos), in split order
+            self.entries = list(ex.map(prepare, todo))  # (piece_id, kind, enc, feats, pos, bend), in split order
         counts = [max(1, e[3].shape[1] - self.clip + 1) for e in self.entries]
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.frames = int(sum(e[3].shape[1] for e in self.entries))
@@ -201,11 +253,14 @@ class WindowDataset(_Base):
         if not 0 <= i < len(self):
             raise IndexError(i)
         j = int(np.searchsorted(self._starts, i, side="right") - 1)
-        _, _, enc, feats, pos = self.entries[j]
+        _, _, enc, feats, pos, bend = self.entries[j]
         s = i - int(self._starts[j])
+        b = None if bend is None else bend[s:s + self.clip]
         x = decode_inputs(np.asarray(enc[:, s:s + self.clip]), self.cfg.model,
-                          None if pos is None else np.asarray(pos[:, s:s + self.clip]))
+                          None if pos is None else np.asarray(pos[:, s:s + self.clip]), b)
         y = np.asarray(feats[:, s:s + self.clip], dtype=np.float32)
+        if self.dewarp:
+            y = dewarp_targets(y, b, self.cfg)
         n = y.shape[1]
         if n < self.clip:
             x = np.pad(x, ((0, 0), (0, self.clip - n)))
@@ -214,7 +269,7 @@ class WindowDataset(_Base):
 
     def describe(self) -> dict:
         kinds: dict[str, float] = {}
-        for _, k, _, f, _ in self.entries:
+        for _, k, _, f, _, _ in self.entries:
             kinds[k] = kinds.get(k, 0.0) + f.shape[1] / self.cfg.audio.frame_rate / 60.0
         return {"split": self.split, "pieces": len({e[0] for e in self.entries}), "windows": len(self),
                 "minutes": {k: round(v, 2) for k, v in kinds.items()}, "clip_frames": self.clip}
@@ -224,15 +279,27 @@ def piece_arrays(corpus_dir, instrument: str, split: str, cfg, kind: str = "expr
                  ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """Whole pieces of ``split`` rendered as ``kind``: (piece_id, x (C_in, T), y (n_bins, T), audio (N,)).
 
-    x and y are float32; audio is float32 at cfg.audio.sample_rate with T = N // hop + 1. Pieces without
-    that render (e.g. deadpan exists for valid/test only) are skipped.
+    x and y are float32 (y as rendered, never de-warped); audio is float32 at cfg.audio.sample_rate with
+    T = N // hop + 1. Pieces without that render (e.g. deadpan exists for valid/test only) are skipped.
     """
     man = load_manifest(corpus_dir, instrument)
     rate = int(man["sample_rate"])
+    hop = int(man.get("hop", cfg.audio.hop))
     for p in split_pieces(corpus_dir, instrument, split, cfg):
         if kind not in p.get("kinds", []):
             continue
         pdir = Path(corpus_dir) / instrument / p["id"]
         enc, feats, audio = piece_cache(pdir, kind, cfg, rate, need_audio=True)
         pos = position_cache(pdir, kind, cfg, rate, enc) if needs_positions(cfg) else None
-        yield p["id"], decode_inputs(np.asarray(enc), cfg.model, pos), np.asarray(feats, dtype=np.float32), audio
+        bend = bend_cache(pdir, kind, cfg, rate, hop, feats.shape[1]) if getattr(cfg.model, "bend_input", False) else None
+        yield p["id"], decode_inputs(np.asarray(enc), cfg.model, pos, bend), np.asarray(feats, dtype=np.float32), audio
+
+
+def piece_bend(corpus_dir, instrument: str, piece_id: str, cfg, kind: str = "expressive",
+               required: bool = False) -> np.ndarray | None:
+    """The bend row (T,) of one render, or None when the corpus has none (``required``: a UserError)."""
+    man = load_manifest(corpus_dir, instrument)
+    pdir = Path(corpus_dir) / instrument / piece_id
+    with np.load(pdir / f"{kind}_rolls.npz") as z:
+        T = int(z["roll"].shape[1])
+    return bend_cache(pdir, kind, cfg, int(man["sample_rate"]), int(man.get("hop", cfg.audio.hop)), T, required)

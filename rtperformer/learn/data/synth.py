@@ -70,6 +70,39 @@ def fluidsynth_available(soundfont: str = FLUID_R3) -> bool:
     return Path(soundfont).is_file()
 
 
+def performance_events(perf: Performance, sample_rate: int) -> list[tuple[int, int, int, int, int]]:
+    """The MIDI events FluidSynth plays for ``perf``: (sample, order, type, channel/key, value) sorted; types:
+    0 cc11 (every channel), 1 off (key = channel*128 + pitch), 2 bend (-8192..8191), 3 on (value: velocity).
+    Each note gets its own channel of the pool, so its vibrato (pitch bend) is its own."""
+    sr = int(sample_rate)
+    ev: list[tuple[int, int, int, int, int]] = []
+    for t, v in perf.cc11:
+        ev.append((int(round(t * sr)), 0, 0, -1, int(v)))
+    free_at = [0] * N_CHANNELS
+    for n in perf.notes:
+        s0 = int(round(n.start * sr))
+        s1 = max(int(round(n.end * sr)), s0 + 1)
+        # the channel free for longest (round robin over released channels)
+        ch = min(range(N_CHANNELS), key=lambda c: (free_at[c] > s0, free_at[c]))
+        free_at[ch] = s1 + int(0.3 * sr)  # leave room for the release before reusing the bend
+        ev.append((s0, 2, 2, ch, 0))
+        ev.append((s0, 3, 3, ch * 128 + n.pitch, n.velocity))
+        ev.append((s1, 1, 1, ch * 128 + n.pitch, 0))
+        v = n.vibrato
+        if v is not None:
+            t = s0 + int(v.delay * sr)
+            t = t - (t % BEND_STEP)
+            while t < s1:
+                dt = (t - s0) / sr - v.delay
+                if dt >= 0:
+                    amp = v.depth * min(1.0, dt / max(v.ramp, 1e-3))
+                    cents = amp * np.sin(2 * np.pi * v.rate * dt + v.phase)
+                    ev.append((t, 2, 2, ch, int(round(cents / BEND_RANGE_CENTS * 8192))))
+                t += BEND_STEP
+    ev.sort()
+    return ev
+
+
 class Renderer:
     """A FluidSynth synth with one patch loaded; ``render(perf)`` -> float32 (N,) at ``sample_rate``."""
 
@@ -119,34 +152,7 @@ class Renderer:
         return 0.5 * (left + right)
 
     def _events(self, perf: Performance) -> list[tuple[int, int, int, int, int]]:
-        """(sample, order, type, channel/key, value) sorted; types: 0 cc11, 1 off, 2 bend, 3 on."""
-        sr = self.sample_rate
-        ev: list[tuple[int, int, int, int, int]] = []
-        for t, v in perf.cc11:
-            ev.append((int(round(t * sr)), 0, 0, -1, int(v)))
-        free_at = [0] * N_CHANNELS
-        for n in perf.notes:
-            s0 = int(round(n.start * sr))
-            s1 = max(int(round(n.end * sr)), s0 + 1)
-            # the channel free for longest (round robin over released channels)
-            ch = min(range(N_CHANNELS), key=lambda c: (free_at[c] > s0, free_at[c]))
-            free_at[ch] = s1 + int(0.3 * sr)  # leave room for the release before reusing the bend
-            ev.append((s0, 2, 2, ch, 0))
-            ev.append((s0, 3, 3, ch * 128 + n.pitch, n.velocity))
-            ev.append((s1, 1, 1, ch * 128 + n.pitch, 0))
-            v = n.vibrato
-            if v is not None:
-                t = s0 + int(v.delay * sr)
-                t = t - (t % BEND_STEP)
-                while t < s1:
-                    dt = (t - s0) / sr - v.delay
-                    if dt >= 0:
-                        amp = v.depth * min(1.0, dt / max(v.ramp, 1e-3))
-                        cents = amp * np.sin(2 * np.pi * v.rate * dt + v.phase)
-                        ev.append((t, 2, 2, ch, int(round(cents / BEND_RANGE_CENTS * 8192))))
-                    t += BEND_STEP
-        ev.sort()
-        return ev
+        return performance_events(perf, self.sample_rate)
 
     def render(self, perf: Performance, tail: float = TAIL_SECONDS) -> np.ndarray:
         """Audio (N,) float32 mono, N = (perf.duration + tail) * sample_rate."""
