@@ -48,7 +48,8 @@ from rtperformer.dsp.features import log_power  # noqa: E402
 from rtperformer.learn.evaluate import model_frames, synthesize  # noqa: E402
 from rtperformer.dsp.features import stft  # noqa: E402
 from rtperformer.learn.metrics import cents_error, floor_power, lsd_frames, pitch_track, power_from_features, spectral_convergence  # noqa: E402
-from rtperformer.roll.rolls import notes_to_rolls, stack_inputs  # noqa: E402
+from rtperformer.roll.notes import notes_to_rolls  # noqa: E402
+from rtperformer.roll.rolls import stack_inputs  # noqa: E402
 
 NOTE_S, PAD_S = 1.2, 0.3
 NAMES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]

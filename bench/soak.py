@@ -54,7 +54,9 @@ def fuzz(n: int, seed: int = 0) -> dict:
     """``n`` random 1-3 byte messages through decode -> queue -> tracker -> painter."""
     from rtperformer.midi.decode import DecodeStats
     from rtperformer.midi.queue import MidiQueue
-    from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls
+    from rtperformer.roll.painter import RollPainter
+    from rtperformer.roll.rolls import Rolls
+    from rtperformer.roll.tracker import NoteTracker
 
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, 4, n)

@@ -152,7 +152,8 @@ def isolated_notes(names: list[str]) -> dict:
     from rtperformer.dsp.features import log_power
     from rtperformer.learn.evaluate import model_frames, synthesize
     from rtperformer.model.checkpoint import load_model
-    from rtperformer.roll.rolls import notes_to_rolls, seconds_to_frame, stack_inputs
+    from rtperformer.roll.notes import notes_to_rolls
+    from rtperformer.roll.rolls import seconds_to_frame, stack_inputs
 
     torch.set_num_threads(1)
     models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}

@@ -20,8 +20,9 @@ from rtperformer.midi.score import Control, Note, Score
 from rtperformer.model import build_model
 from rtperformer.model.checkpoint import transplant
 from rtperformer.offline.render import Part, render_part
-from rtperformer.roll.rolls import (BEND_INPUT_SEMITONES, BendSpec, bend_spec, input_channels, n_frames_for,
-                               notes_to_rolls, stack_inputs, triangle)
+from rtperformer.roll.notes import notes_to_rolls
+from rtperformer.roll.painter import BendSpec, bend_spec, triangle
+from rtperformer.roll.rolls import BEND_INPUT_SEMITONES, input_channels, n_frames_for, stack_inputs
 
 from test_pianoroll import random_score
 

@@ -55,7 +55,7 @@ def test_is_release():
 def test_queue_flood_never_loses_a_note_off():
     """A flood fills the queue; every note-off still gets through (queued or coalesced into a channel
     release), and after draining no note is left held."""
-    from rtperformer.roll.rolls import NoteTracker
+    from rtperformer.roll.tracker import NoteTracker
 
     q = MidiQueue(64)
     tracker = NoteTracker()
@@ -89,7 +89,9 @@ def test_queue_reserve_keeps_room_for_releases():
 def test_garbage_through_tracker_and_painter_never_raises():
     """Random bytes as messages (what a broken cable sends) through the rolls: no IndexError; on main a
     data byte >= 128 became a pitch and `paint` raised."""
-    from rtperformer.roll.rolls import NoteTracker, RollPainter, Rolls
+    from rtperformer.roll.painter import RollPainter
+    from rtperformer.roll.rolls import Rolls
+    from rtperformer.roll.tracker import NoteTracker
 
     rng = np.random.default_rng(2)
     tracker, painter, rolls = NoteTracker(), RollPainter(), Rolls.zeros(4)
@@ -126,7 +128,7 @@ def test_engine_drops_and_counts_garbage_and_still_plays():
 
 def test_release_all_channels_ends_held_and_pedalled_notes():
     """What a lost port asks for: after the queued messages, pedal up and all notes off on every channel."""
-    from rtperformer.roll.rolls import NoteTracker
+    from rtperformer.roll.tracker import NoteTracker
 
     q, tracker = MidiQueue(64), NoteTracker()
     for ch in (0, 5, 15):

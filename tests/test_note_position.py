@@ -15,7 +15,8 @@ from rtperformer.midi.events import score_events
 from rtperformer.midi.score import Note
 from rtperformer.model import build_model
 from rtperformer.model.checkpoint import transplant
-from rtperformer.roll.rolls import POS_NONE, input_channels, n_frames_for, notes_to_rolls, positions_of, stack_inputs
+from rtperformer.roll.notes import notes_to_rolls
+from rtperformer.roll.rolls import POS_NONE, input_channels, n_frames_for, positions_of, stack_inputs
 
 from test_pianoroll import live_frames, random_score  # noqa: E402  (same events, same live harness)
 import test_pianoroll

@@ -9,7 +9,8 @@ from rtperformer.config import AudioConfig, ModelConfig
 from rtperformer.midi.events import MidiEvent, control_change, note_off, note_on, score_events
 from rtperformer.midi.score import Control, Note, Score
 from rtperformer.roll.pianoroll import EventSchedule, Pianoroll
-from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs
+from rtperformer.roll.notes import notes_to_rolls
+from rtperformer.roll.rolls import n_frames_for, stack_inputs
 
 AC = AudioConfig(sample_rate=16000, n_fft=512, hop=128)
 MC = ModelConfig(velocity=True, expression=True)

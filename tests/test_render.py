@@ -21,7 +21,8 @@ from rtperformer.offline.render import (  # noqa: E402
     model_frames,
     render_score,
 )
-from rtperformer.roll.rolls import n_frames_for, notes_to_rolls, stack_inputs  # noqa: E402
+from rtperformer.roll.notes import notes_to_rolls  # noqa: E402
+from rtperformer.roll.rolls import n_frames_for, stack_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,8 @@ import pytest
 
 from rtperformer.config import AudioConfig, ModelConfig
 from rtperformer.midi.score import Control, Note
-from rtperformer.roll.rolls import (
-    NOMINAL_VELOCITY,
-    Rolls,
-    input_channels,
-    n_frames_for,
-    notes_to_rolls,
-    seconds_to_frame,
-    stack_inputs,
-)
+from rtperformer.roll.notes import notes_to_rolls
+from rtperformer.roll.rolls import NOMINAL_VELOCITY, Rolls, input_channels, n_frames_for, seconds_to_frame, stack_inputs
 
 # 100 frames per second: frame t is at t/100 s.
 AC = AudioConfig(sample_rate=25600, n_fft=1024, hop=256)

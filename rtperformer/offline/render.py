@@ -36,7 +36,8 @@ from rtperformer.midi.score import DRUM_CHANNEL, FAMILIES, INSTRUMENTS, Score, b
 from rtperformer.audio.wavfile import open_wav
 from rtperformer.midi.events import seconds_to_sample, stamp_events
 from rtperformer.roll.pianoroll import EventSchedule, Pianoroll
-from rtperformer.roll.rolls import bend_spec, select_parts
+from rtperformer.roll.notes import select_parts
+from rtperformer.roll.painter import bend_spec
 from rtperformer.dsp.griffin_lim import BlockGriffinLim
 from rtperformer.voice.audio_stage import OfflineAudio, warp_features
 from rtperformer.offline.mixdown import PreviewCollector, mix_to_wav, write_png

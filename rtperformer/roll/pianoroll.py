@@ -7,7 +7,7 @@ live and offline.
   event for a frame already rendered (late) takes effect at the next frame rendered; an event for a frame
   not yet due waits.
 - :class:`Pianoroll` paints the frames of one instrument from the events fed to it at their frames. It
-  runs the same :class:`~rtperformer.roll.rolls.NoteTracker` and :class:`~rtperformer.roll.rolls.RollPainter`
+  runs the same :class:`~rtperformer.roll.tracker.NoteTracker` and :class:`~rtperformer.roll.painter.RollPainter`
   as the whole-clip rolls, so for the same events its frames equal ``stack_inputs(notes_to_rolls(...))``
   frame for frame (see rtperformer/roll/rolls.py for the semantics).
 
@@ -27,7 +27,9 @@ import numpy as np
 
 from rtperformer.midi.decode import Message, decode
 from rtperformer.midi.events import MidiEvent
-from rtperformer.roll.rolls import BendSpec, NoteTracker, RollPainter, Rolls, input_channels, sample_to_frame, stack_inputs
+from rtperformer.roll.painter import BendSpec, RollPainter
+from rtperformer.roll.rolls import Rolls, input_channels, sample_to_frame, stack_inputs
+from rtperformer.roll.tracker import NoteTracker
 
 
 class EventSchedule:
@@ -77,7 +79,7 @@ class Pianoroll:
     ``model_cfg``: decides the channel layout (``input_channels``); ``velocity_sensitive``: keep MIDI
     velocity (else a nominal velocity); ``max_frames``: the largest n one :meth:`next_frames` call may ask
     for (arrays are allocated once, here); ``bend``: how pitch bend and CC1 make the bend row
-    (:func:`rtperformer.roll.rolls.bend_spec`; default: +-2 semitones, FluidSynth's CC1 vibrato at 48 kHz /
+    (:func:`rtperformer.roll.painter.bend_spec`; default: +-2 semitones, FluidSynth's CC1 vibrato at 48 kHz /
     256). :attr:`bend` is the bend row (n,) semitones of the last :meth:`next_frames` (a view).
     """
 

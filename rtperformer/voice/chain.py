@@ -204,7 +204,8 @@ class Voice:
 
     def __init__(self, inst: Any, cfg: Any, mode: str, n_step: int):
         from rtperformer.roll.pianoroll import Pianoroll
-        from rtperformer.roll.rolls import bend_spec, input_channels
+        from rtperformer.roll.painter import bend_spec
+        from rtperformer.roll.rolls import input_channels
 
         self.name = inst.name
         self.cfg = inst.cfg

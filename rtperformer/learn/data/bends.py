@@ -25,7 +25,9 @@ from rtperformer.learn.data.humanize import Performance, perform
 from rtperformer.learn.data.synth import BEND_RANGE_CENTS, performance_events
 from rtperformer.errors import UserError
 from rtperformer.midi.events import note_off, note_on, pitch_bend
-from rtperformer.roll.rolls import BendSpec, NoteTracker, RollPainter, Rolls, sample_to_frame
+from rtperformer.roll.painter import BendSpec, RollPainter
+from rtperformer.roll.rolls import Rolls, sample_to_frame
+from rtperformer.roll.tracker import NoteTracker
 
 BEND_SUFFIX = "_bend.npy"
 

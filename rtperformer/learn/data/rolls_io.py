@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from rtperformer.atomic import atomic_write
-from rtperformer.roll.rolls import Rolls, input_channels, notes_to_rolls, stack_inputs  # noqa: F401
+from rtperformer.roll.notes import notes_to_rolls  # noqa: F401
+from rtperformer.roll.rolls import Rolls, input_channels, stack_inputs  # noqa: F401
 
 _NOTE = namedtuple("_NOTE", "start end pitch velocity channel track")
 _CC = namedtuple("_CC", "time channel number value track")
@@ -25,7 +26,7 @@ _AUDIO = namedtuple("_AUDIO", "sample_rate hop")
 def rolls_from_events(notes: np.ndarray, cc11: np.ndarray, n_frames: int, sample_rate: int, hop: int) -> Rolls:
     """Rolls (T = n_frames) from notes (N, 4) [start, end, pitch, velocity] and cc11 (M, 2) [time, value].
 
-    Uses :func:`rtperformer.roll.rolls.notes_to_rolls` (the same frame rule as the live pianoroll), all on one
+    Uses :func:`rtperformer.roll.notes.notes_to_rolls` (the same frame rule as the live pianoroll), all on one
     MIDI channel.
     """
     ns = [_NOTE(float(a), float(b), int(p), int(v), 0, 0) for a, b, p, v in np.asarray(notes).reshape(-1, 4)]
