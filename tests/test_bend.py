@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rtperformer.config import AudioConfig, ModelConfig, from_dict, load_config
+from rtperformer.config import AudioConfig, ModelConfig, load_config
 from rtperformer.learn.data.humanize import Performance, PNote, Vibrato
 from rtperformer.learn.data.synth import BEND_RANGE_CENTS, performance_events
 from rtperformer.voice.audio_stage import AudioStage, warp_features, warp_frames
@@ -18,13 +18,14 @@ from rtperformer.live.engine import Engine, Instrument
 from rtperformer.midi.events import PITCH_WHEEL, score_events, seconds_to_sample, timeline
 from rtperformer.midi.score import Control, Note, Score
 from rtperformer.model import build_model
-from rtperformer.model.checkpoint import transplant
 from rtperformer.offline.render import Part, render_part
 from rtperformer.roll.notes import notes_to_rolls
 from rtperformer.roll.painter import BendSpec, bend_spec, triangle
 from rtperformer.roll.rolls import BEND_INPUT_SEMITONES, input_channels, n_frames_for, stack_inputs
 
+from test_note_position import assert_steps_equal_whole, assert_transplant_keeps_output
 from test_pianoroll import random_score
+from test_voice import tiny as voice_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,12 +37,7 @@ TINY = {"model": {"channels": [16, 24], "onoff_channels": [16, 16], "texture_ban
 
 
 def tiny(**over):
-    d = {k: dict(v) for k, v in TINY.items()}
-    for section, values in over.items():
-        d.setdefault(section, {}).update(values)
-    cfg = from_dict(d)
-    torch.manual_seed(0)
-    return build_model(cfg).eval(), cfg
+    return voice_tiny(TINY, **over)
 
 
 def bent_score(seed, seconds=3.0):
@@ -303,14 +299,7 @@ def test_model_chunked_equals_whole_with_bend_input():
     r = notes_to_rolls(score.notes, score.controls, cfg.audio, T, bend=bend_spec(cfg.model, cfg.audio))
     x = torch.from_numpy(stack_inputs(r, cfg.model))[None]
     assert model.in_channels == x.shape[1] == input_channels(cfg.model) and x[0, -1].abs().max() > 0
-    with torch.no_grad():
-        whole = model(x)
-        for chunk in (1, 5, 64):
-            state, ys = model.init_state(1), []
-            for i in range(0, T, chunk):
-                y, state = model.step(x[..., i:i + chunk], state)
-                ys.append(y)
-            assert (torch.cat(ys, -1) - whole).abs().max().item() <= 1e-5
+    assert_steps_equal_whole(model, x)
 
 
 def test_transplant_zero_init_starts_as_the_old_model():
@@ -319,14 +308,10 @@ def test_transplant_zero_init_starts_as_the_old_model():
     old = build_model(old_cfg).eval()
     cfg = old_cfg.replace(model=dataclasses.replace(old_cfg.model, bend_input=True))
     new = build_model(cfg).eval()
-    transplant(old.state_dict(), new)
     score = bent_score(4)
     T = n_frames_for(score.duration, cfg.audio)
     r = notes_to_rolls(score.notes, score.controls, cfg.audio, T, bend=bend_spec(cfg.model, cfg.audio))
-    with torch.no_grad():
-        a = old(torch.from_numpy(stack_inputs(r, old_cfg.model))[None])
-        b = new(torch.from_numpy(stack_inputs(r, cfg.model))[None])
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert_transplant_keeps_output(old, old_cfg, new, cfg, r)
 
 
 def test_render_refuses_a_bend_checkpoint_with_a_config_without_it(tmp_path):

@@ -98,11 +98,16 @@ def test_model_chunked_equals_whole_with_positions():
     T = n_frames_for(score.duration, cfg.audio)
     x = torch.from_numpy(stack_inputs(notes_to_rolls(score.notes, score.controls, cfg.audio, T), cfg.model))[None]
     assert model.in_channels == x.shape[1] == input_channels(cfg.model)
+    assert_steps_equal_whole(model, x)
+
+
+def assert_steps_equal_whole(model, x):
+    """The streaming model stepped over x (1, C_in, T) in chunks of 1, 5 and 64 frames gives its whole-clip output."""
     with torch.no_grad():
         whole = model(x)
         for chunk in (1, 5, 64):
             state, ys = model.init_state(1), []
-            for i in range(0, T, chunk):
+            for i in range(0, x.shape[-1], chunk):
                 y, state = model.step(x[..., i:i + chunk], state)
                 ys.append(y)
             assert (torch.cat(ys, -1) - whole).abs().max().item() <= 1e-5
@@ -114,18 +119,23 @@ def test_transplant_zero_init_keeps_the_old_output():
     old = build_model(old_cfg).eval()
     cfg = pos_cfg().replace(model=dataclasses.replace(pos_cfg().model, lookahead_frames=old_cfg.model.lookahead_frames))
     new = build_model(cfg).eval()
-    transplant(old.state_dict(), new)
     score = random_score(4)
-    T = n_frames_for(score.duration, cfg.audio)
-    r = notes_to_rolls(score.notes, score.controls, cfg.audio, T)
-    with torch.no_grad():
-        a = old(torch.from_numpy(stack_inputs(r, old_cfg.model))[None])
-        b = new(torch.from_numpy(stack_inputs(r, cfg.model))[None])
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    r = notes_to_rolls(score.notes, score.controls, cfg.audio, n_frames_for(score.duration, cfg.audio))
+    assert_transplant_keeps_output(old, old_cfg, new, cfg, r)
     # a topology that differs elsewhere is one clear error
     wide = build_model(old_cfg.replace(model=dataclasses.replace(old_cfg.model, channels=(8, 12, 16, 24, 40))))
     with pytest.raises(UserError, match="does not fit"):
         transplant(wide.state_dict(), new)
+
+
+def assert_transplant_keeps_output(old, old_cfg, new, cfg, rolls):
+    """``old``'s weights transplanted into ``new`` (zero-init for the new input channels): the same output on
+    ``rolls`` (each model seeing its own input layout)."""
+    transplant(old.state_dict(), new)
+    with torch.no_grad():
+        a = old(torch.from_numpy(stack_inputs(rolls, old_cfg.model))[None])
+        b = new(torch.from_numpy(stack_inputs(rolls, cfg.model))[None])
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def test_l1_flux_charges_a_late_attack():

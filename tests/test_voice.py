@@ -21,8 +21,10 @@ NOTES = [Note(0.05, 0.40, 69, 100), Note(0.25, 0.60, 72, 64), Note(0.70, 0.90, 6
 SECONDS = 1.2
 
 
-def tiny(**over):
-    d = {k: dict(v) for k, v in TINY.items()}
+def tiny(base=None, **over):
+    """A random-weight tiny streaming model and its config: ``base`` (default TINY) with ``over``'s sections
+    updated."""
+    d = {k: dict(v) for k, v in (base or TINY).items()}
     for section, values in over.items():
         d.setdefault(section, {}).update(values)
     cfg = from_dict(d)
