@@ -1,2 +1,3 @@
-"""Notes -> the model's input rolls (pitch roll, onset/offset roll, velocity, pedal, positions), at the
-model's frame rate: offline from a score (rolls.py), live from stamped MIDI events (pianoroll.py)."""
+"""Events -> the model's input rolls (pitch, onset/offset, velocity, expression, note positions, bend) at the
+model's frame rate: the arrays and their input layout (rolls.py), MIDI messages -> notes (tracker.py), notes ->
+frames (painter.py), whole clips (notes.py), and the render thread's event queue and pianoroll (pianoroll.py)."""
