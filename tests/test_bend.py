@@ -219,7 +219,8 @@ def test_corpus_bend_row_is_what_a_live_pianoroll_makes_of_fluidsynths_events():
 def test_regenerate_writes_rows_and_refuses_a_changed_performance(tmp_path):
     """A small real corpus (FluidSynth): the built rows equal the regenerated ones; a render whose stored
     notes differ from its seed's performance is an error, with no row written for it."""
-    from rtperformer.learn.data.bends import bend_path, regenerate
+    from rtperformer.learn.data.bends import bend_path
+    from rtperformer.learn.data.corpus import regenerate_bends
     from rtperformer.learn.data.corpus import BuildSettings, build
     from rtperformer.errors import UserError
 
@@ -233,7 +234,7 @@ def test_regenerate_writes_rows_and_refuses_a_changed_performance(tmp_path):
     for p in man["pieces"]:
         for k in p["kinds"]:
             bend_path(st.out / "flute" / p["id"], k).unlink()
-    regenerate("flute", st.out, st.cache_dir, log=lambda *_: None)
+    regenerate_bends("flute", st.out, st.cache_dir, log=lambda *_: None)
     np.testing.assert_array_equal(np.load(bend_path(pdir, "expressive")), built)
     with np.load(pdir / "expressive_rolls.npz") as z:
         arrays = dict(z)
@@ -241,7 +242,7 @@ def test_regenerate_writes_rows_and_refuses_a_changed_performance(tmp_path):
     np.savez_compressed(pdir / "expressive_rolls.npz", **arrays)
     bend_path(pdir, "expressive").unlink()
     with pytest.raises(UserError, match="not reproduced"):
-        regenerate("flute", st.out, st.cache_dir, log=lambda *_: None)
+        regenerate_bends("flute", st.out, st.cache_dir, log=lambda *_: None)
     assert not bend_path(pdir, "expressive").exists()
 
 

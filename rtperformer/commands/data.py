@@ -62,12 +62,12 @@ def run(args) -> int:
 
 
 def _bends(args) -> int:
-    from rtperformer.learn.data.bends import regenerate
+    from rtperformer.learn.data.corpus import regenerate_bends
     from rtperformer.learn.data.corpus import INSTRUMENTS
 
     instruments = list(INSTRUMENTS) if args.instrument == "all" else [args.instrument]
     for inst in instruments:
-        regenerate(inst, args.out, args.cache)
+        regenerate_bends(inst, args.out, args.cache)
     return 0
 
 

@@ -21,12 +21,14 @@ import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from rtperformer.atomic import atomic_write
 from rtperformer.learn.data import scores
 from rtperformer.learn.data.bends import bend_path, bend_row, write_bend
+from rtperformer.learn.data.dataset import load_manifest
 from rtperformer.learn.data.humanize import perform
 from rtperformer.learn.data.rolls_io import rolls_from_events, save_rolls
 from rtperformer.dsp.features import n_frames
@@ -307,3 +309,41 @@ def build(instruments: list[str], st: BuildSettings, log=print, write_split_file
 def settings_dict(st: BuildSettings) -> dict:
     d = asdict(st)
     return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+def regenerate_bends(instrument: str, corpus_dir: str | Path, cache_dir: str | Path = "data/cache",
+               log: Callable[[str], None] = print) -> dict:
+    """Write ``<kind>_bend.npy`` for every render of ``instrument``'s corpus; returns counts.
+
+    UserError when a piece's performance cannot be reproduced (its notes or CC11 differ from the stored
+    ones) or its score line is not selected again.
+    """
+    corpus_dir = Path(corpus_dir)
+    man = load_manifest(corpus_dir, instrument)
+    st = BuildSettings(out=corpus_dir, cache_dir=Path(cache_dir), sample_rate=int(man["sample_rate"]),
+                       hop=int(man["hop"]), seed=int(man["seed"]), minutes=float(man["minutes_requested"]),
+                       sources=tuple(man["sources"]), jobs=1)
+    lines = {line.piece_id: line for line in select_lines(instrument, st)}
+    done, bent = 0, 0
+    bad = []
+    for p in man["pieces"]:
+        line = lines.get(p["id"])
+        if line is None:
+            bad.append(f"{p['id']}: not selected again")
+            continue
+        pdir = corpus_dir / instrument / p["id"]
+        for kind in p["kinds"]:
+            perf = perform(line, kind, int(p["seed"]))
+            with np.load(pdir / f"{kind}_rolls.npz") as z:
+                notes, cc11, T = z["notes"], z["cc11"], int(z["roll"].shape[1])
+            if not (np.array_equal(perf.notes_array(), notes) and np.array_equal(perf.cc_array(), cc11)):
+                bad.append(f"{p['id']} ({kind}): the performance differs from the stored notes")
+                continue
+            row = bend_row(perf, T, st.sample_rate, st.hop)
+            write_bend(pdir, kind, row)
+            done += 1
+            bent += int(np.any(row != 0))
+    if bad:
+        raise UserError(f"{instrument}: {len(bad)} render(s) not reproduced, e.g. {bad[0]}")
+    log(f"{instrument}: bend rows for {done} renders ({bent} with vibrato)")
+    return {"renders": done, "with_bend": bent}
