@@ -15,7 +15,7 @@ the eval's own tracker) on the sustained part (100 ms after the onset to 100 ms 
   partials' beating from frame to frame; a mean magnitude does not.
 
 Each of oracle, mean_oracle and model goes through the audio stage twice: as the chain plays it now, with
-the score-informed phase (RTPGHI takes the held notes; ``render.score_phase_below_bins``, 3 bins: C2..C#3
+the score-informed phase (RTPGHI takes the held notes; ``render.score_phase_below_bins``, 4 bins: C2..F#3
 here), and as before it (``*_plain``: the setting at 0, the phase from the magnitude alone). For each also
 the log-spectral distance (dB, floor -80 dB re the note's peak bin) and spectral convergence of the audio's
 STFT against the note's true frames over the sustain (``*_lsd``): how close the sound is to the sample.

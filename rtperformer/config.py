@@ -111,7 +111,7 @@ class RenderConfig:
     window_frames: int = 128  # window mode: length of the re-rendered pianoroll window
     crossfade_frames: int = 4  # window mode: crossfade between consecutive chunks
     phase_lookahead: int = 0  # RTPGHI: 0 or 1 frame
-    score_phase_below_bins: float = 3.0  # RTPGHI: score-informed phase while a held f0 is below this many bins (0: off)
+    score_phase_below_bins: float = 4.0  # RTPGHI: score-informed phase while a held f0 is below this many bins (0: off)
     rtisila_lookahead: int = 3
     rtisila_iterations: int = 4
     gla_iterations: int = 64

@@ -92,7 +92,7 @@ def test_the_score_f0_follows_the_bend():
 
 
 def test_only_frames_with_a_low_note_change_and_zero_turns_it_off():
-    """A note above the threshold (A3, 4.7 bins) or the setting at 0 gives plain RTPGHI, bit for bit."""
+    """A note above the threshold (A3, 4.7 bins, vs 3) or the setting at 0 gives plain RTPGHI, bit for bit."""
     f, roll = stationary_note(57)
     plain = offline(f, None, 3.0)
     np.testing.assert_array_equal(offline(f, roll, 3.0), plain)
@@ -127,8 +127,9 @@ def test_setting_is_checked():
 @pytest.mark.usefixtures("one_torch_thread")
 @pytest.mark.parametrize("step", [1, 4])
 def test_the_shipped_cello_plays_a_low_note_in_tune_live(step):
-    """The live engine (the shipped cello model, serve's 1-frame and 4-frame steps, gate on): F2 held for a
-    second lands within 20 cents; with the setting at 0 the same chain plays it an octave up."""
+    """The live engine (the shipped cello model, serve's 1-frame and 4-frame steps, gate on, the default
+    threshold): F2 held for a second lands within 20 cents; with the setting at 0 the same chain plays it
+    an octave up."""
     import dataclasses
 
     from rtperformer.live.engine import Engine, Instrument
@@ -141,7 +142,7 @@ def test_the_shipped_cello_plays_a_low_note_in_tune_live(step):
     cfg = dataclasses.replace(cfg, serve=dataclasses.replace(cfg.serve, step_frames=step, backend="torch"))
     notes = [Note(0.1, 1.1, pitch, 90)]
     medians = []
-    for below in (3.0, 0.0):
+    for below in (RenderConfig().score_phase_below_bins, 0.0):  # the default, and off
         c = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, score_phase_below_bins=below))
         eng = Engine([Instrument("cello", model, c)], c, schedule="exact")
         events = [(seconds_to_sample(m.time, A.sample_rate), m.data) for m in timeline(notes, [])]

@@ -20,9 +20,10 @@ Score-informed phase (``score_below_bins``, render.score_phase_below_bins): whil
 below that many bins, the frame's phase comes from the score instead of the heap: bin k advances by
 2*pi*a*f/N per frame, f the harmonic h*f0 (in bins, any held note) nearest to k, and takes the phase of
 the bin nearest f -- every bin of one harmonic shares one phase, as the lobe of a stationary sinusoid
-does. Below ~3 bins (141 Hz at 48 kHz / 1024) a note's partials lie closer than the Hann main lobe's half
-width, the magnitude's slope no longer says where they are, and the heap plays them an octave or a fifth
-off, above all for a stationary (model) magnitude (models/README.md, "Cello pitch").
+does. Below ~2-3 bins a note's partials lie within each other's Hann main lobe, the magnitude's slope no
+longer says where they are, and the heap plays them an octave or a fifth off, above all for a stationary
+(model) magnitude; up to ~4 bins it still mistunes some frames (models/README.md, "Cello pitch": the
+default 4 bins, 188 Hz at 48 kHz / 1024, is cello C2..F#3).
 
 lookahead=0: ds/dt by the backward difference s[n] - s[n-1]; no delay.
 lookahead=1: ds/dt by the centred difference (s[n+1] - s[n-1]) / 2; output is one frame late.
