@@ -118,6 +118,8 @@ class RenderConfig:
     gla_momentum: float = 0.99
     release_seconds: float = 0.5  # silence rendered after the last note-off
     velocity_sensitive: bool = True  # keep MIDI velocity in the input rolls
+    noise: bool = True  # texture: add the model's noise.json floor as seeded noise (rtperformer/dsp/noise.py)
+    noise_seed: int = 0  # its generator's seed (with the instrument's name): the same noise live and offline
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,7 @@ RULES: dict[str, Any] = {
     "render.rtisila_iterations": _at_least(1),
     "render.gla_iterations": _at_least(1),
     "render.release_seconds": _at_least(0),
+    "render.noise_seed": _at_least(0),
     "serve.block_size": _at_least(0),  # 0: the device's own period
     "serve.pitch_bend_range": _at_least(0),
     "serve.channel_map": _instrument_map,

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=0.0, help="crop each piece to this many seconds (0 = all)")
     p.add_argument("--pieces", type=int, default=0, help="evaluate at most this many pieces (0 = all)")
     p.add_argument("--no-pitch", action="store_true", help="skip pyin pitch tracking (the slow part)")
+    p.add_argument("--noise", choices=("on", "off"), default=None,
+                   help="texture noise (the model's noise.json) in the model's audio (default: the config's render.noise)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-bend", action="store_true",
                    help="do not warp the model's frames by the corpus's pitch bend (vibrato)")
@@ -55,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
 
     model, cfg, meta = load_model(args.model, device=args.device)
     model.eval()
+    if args.noise is not None:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, render=dataclasses.replace(cfg.render, noise=args.noise == "on"))
     name = Path(args.model).name
     out = Path(args.out) if args.out else paths.output_dir() / f"eval-{name}.json"
     png = Path(args.png) if args.png else out.with_suffix(".png")

@@ -156,15 +156,17 @@ def model_frames(model: Any, x: np.ndarray, device: str = "cpu") -> np.ndarray:
 
 
 def synthesize(features: np.ndarray, cfg: Config, length: int | None = None,
-               notes: np.ndarray | None = None) -> np.ndarray:
+               notes: np.ndarray | None = None, noise: Any = None) -> np.ndarray:
     """Audio (length,) from features (n_bins, T), default length (T-1)*hop: the voice chain's offline audio
     stage, as ``render`` makes it (``render.phase`` when it streams, else RTPGHI; delays dropped).
-    ``notes``: the held-note roll (P, T) (the model input's first P rows) for the score-informed phase."""
+    ``notes``: the held-note roll (P, T) (the model input's first P rows) for the score-informed phase;
+    ``noise``: the model's texture table (:class:`rtperformer.dsp.noise.NoiseTable`), used when
+    ``render.noise`` is on."""
     from rtperformer.voice.audio_stage import OfflineAudio
 
     phase = cfg.render.phase if cfg.render.phase in ("rtpghi", "rtisila") else "rtpghi"
     n = length if length is not None else max(features.shape[1] - 1, 0) * cfg.audio.hop
-    stage = OfflineAudio(phase, cfg.audio, cfg.render, n)
+    stage = OfflineAudio(phase, cfg.audio, cfg.render, n, noise=noise if cfg.render.noise else None)
     return np.concatenate([stage.push(features, notes), stage.finish()])
 
 
@@ -245,6 +247,7 @@ def evaluate(
         it = tqdm(pieces, desc="eval", unit="piece")
     limit = int(max_seconds * a.frame_rate) if max_seconds else None
     n_bent = 0
+    noise = getattr(model, "noise_table", None) if cfg.render.noise else None  # texture noise (render.noise)
     for n, (pid, x, y, audio) in enumerate(it):
         if max_pieces and n >= max_pieces:
             break
@@ -259,7 +262,10 @@ def evaluate(
 
                 mf = warp_features(mf, np.asarray(b)[:T], a.power_scale)
                 n_bent += 1
-        ma = synth(mf, cfg, length=len(audio), notes=x[: cfg.model.n_pitches]) if mf is not None else None
+        ma = None
+        if mf is not None:
+            extra = {"noise": noise} if noise is not None else {}
+            ma = synth(mf, cfg, length=len(audio), notes=x[: cfg.model.n_pitches], **extra)
         piece = Piece(str(pid), x, y, audio, mf, ma)
         for kind, find in baselines.items():
             b = find(str(pid))
@@ -289,6 +295,7 @@ def evaluate(
             "max_seconds_per_piece": max_seconds,
             "bend": (f"model frames warped by the target's bend row (vibrato), {n_bent} pieces" if n_bent
                      else ("model input" if getattr(cfg.model, "bend_input", False) and bends is not None else "none")),
+            "noise": noise.source if noise is not None else "off",
             "audio": {"sample_rate": a.sample_rate, "n_fft": a.n_fft, "hop": a.hop},
         },
         "summary": summary,

@@ -4,6 +4,8 @@
         model.safetensors   weights (float32, or float16 with fp16=True; loaded back as float32)
         config.yaml         the full Config the model was built from
         meta.json           step, metrics, data description, param_count
+        noise.json          optional: the texture noise table (rtperformer/dsp/noise.py), checked against the
+                            config on load and kept as ``model.noise_table`` (None without one)
 
 A bare name (``violin``) is looked up along rtperformer.paths' search order (``--models-dir``,
 ``$RTPERFORMER_MODELS``, the user data folder, the shipped models); anything with a path separator, or an
@@ -124,4 +126,7 @@ def load_model(name_or_path: str | Path, cfg_override: Config | str | Path | Non
         raise UserError(f"checkpoint {d} does not fit config '{cfg.name}' ({len(problems)} tensors differ, "
                         f"e.g. {k}: checkpoint {got}, config {want})")
     model.load_state_dict({k: v.float() for k, v in weights.items()})
+    from rtperformer.dsp.noise import find_noise_table
+
+    model.noise_table = find_noise_table(d, cfg.audio)  # a bad noise.json is a UserError here, before any audio
     return model.to(device).eval(), cfg, meta

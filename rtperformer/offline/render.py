@@ -255,12 +255,14 @@ def _window_frames(model, W, C, inputs, T, progress):
 # -- phase and audio ----------------------------------------------------------------------------------
 
 
-def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int):
-    """The audio stage for ``phase`` (rtpghi | rtisila | gla): ``push(features) -> audio``, ``finish()``."""
+def make_audio_stage(phase: str, audio_cfg: Any, render_cfg: Any, n_samples: int, noise: Any = None):
+    """The audio stage for ``phase`` (rtpghi | rtisila | gla): ``push(features) -> audio``, ``finish()``.
+    ``noise``: the model's texture table (rtperformer/dsp/noise.py), used when ``render.noise`` is on and the
+    phase streams (Griffin-Lim, offline only, has none)."""
     if phase == "gla":
         return BlockGriffinLim(audio_cfg, render_cfg, n_samples)
     if phase in ("rtpghi", "rtisila"):
-        return OfflineAudio(phase, audio_cfg, render_cfg, n_samples)
+        return OfflineAudio(phase, audio_cfg, render_cfg, n_samples, noise=noise if render_cfg.noise else None)
     raise UserError(f"unknown phase method '{phase}' (choose one of: rtpghi, rtisila, gla)")
 
 
@@ -292,7 +294,7 @@ def render_part(part: Part, model: Any, cfg: Any, seconds: float, wav_path: Path
     T = n_frames(n_samples, ac.hop)
     chunk = max(rc.chunk_frames, rc.window_frames) + 1  # the most frames one InputStream.next asks for
     inputs = InputStream(part.notes, part.controls, cfg, T, max_frames=chunk)
-    stage = make_audio_stage(rc.phase, ac, rc, n_samples)
+    stage = make_audio_stage(rc.phase, ac, rc, n_samples, noise=getattr(model, "noise_table", None))
     out_rate = out_rate or ac.sample_rate
     resampler = None
     if out_rate != ac.sample_rate:

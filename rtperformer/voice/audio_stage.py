@@ -3,8 +3,9 @@
 ::
 
     features (n_bins, n) -> magnitude (to_magnitude) -> [pitch-bend warp] -> streaming phase (RTPGHI or
-    RTISI-LA, delay d frames) -> streaming iSTFT (delay n_fft//2 - trim_hops*hop samples) -> (n*hop,)
-    notes (P, n) ----------------------------------------^ (RTPGHI: score-informed phase for low notes)
+    RTISI-LA, delay d frames) -> [texture noise] -> streaming iSTFT (delay n_fft//2 - trim_hops*hop
+    notes (P, n) ----------------------------------------^    samples) -> (n*hop,)
+                                 (RTPGHI: score-informed phase for low notes)
 
 :class:`AudioStage` is the one phase/iSTFT pipeline of the project: the live voices
 (:class:`rtperformer.voice.chain.Voice`), offline render and eval (:class:`OfflineAudio`, the same stage with
@@ -19,6 +20,7 @@ import numpy as np
 
 from rtperformer.dsp.features import to_magnitude
 from rtperformer.dsp.istft_stream import StreamingISTFT
+from rtperformer.dsp.noise import NoiseLayer, NoiseTable
 from rtperformer.dsp.phase import make_phase
 from rtperformer.errors import UserError
 
@@ -76,8 +78,10 @@ class AudioStage:
     """log1p-power frames -> audio: ``push(features (n_bins, n)) -> float32 (n*hop,)``.
 
     magnitude (:func:`rtperformer.dsp.to_magnitude`) -> pitch-bend warp (``bend``, per frame) -> streaming
-    phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> streaming iSTFT with
-    ``trim_hops`` low-delay trimming. ``delay_samples`` = phase delay * hop + iSTFT delay.
+    phase ``phase`` (rtpghi | rtisila, settings from ``render_cfg``) -> the texture noise of ``noise`` (a
+    model's :class:`~rtperformer.dsp.noise.NoiseTable`, seeded by ``render_cfg.noise_seed``; None: off;
+    :mod:`rtperformer.dsp.noise`) -> streaming iSTFT with ``trim_hops`` low-delay trimming.
+    ``delay_samples`` = phase delay * hop + iSTFT delay (the noise adds none).
 
     ``notes`` (the held-note roll, (P, n), row = MIDI pitch, aligned with the features) lets RTPGHI take
     the phase of low notes from the score (``render.score_phase_below_bins``; the bend moves their f0 too).
@@ -91,7 +95,7 @@ class AudioStage:
     """
 
     def __init__(self, audio_cfg: Any, render_cfg: Any, phase: str | None = None, trim_hops: int = 0,
-                 drop_delay: bool = False):
+                 drop_delay: bool = False, noise: NoiseTable | None = None):
         name = phase or render_cfg.phase
         self.phase = make_phase(name, audio_cfg, render_cfg)
         if not getattr(self.phase, "streaming", False):
@@ -106,15 +110,20 @@ class AudioStage:
         self.delay_frames = int(self.phase.delay_frames)
         self.delay_samples = self.delay_frames * self.hop + int(self.istft.delay_samples)
         self.drop_delay = bool(drop_delay)
+        self.noise = (NoiseLayer(noise, audio_cfg, self.delay_frames, getattr(render_cfg, "noise_seed", 0))
+                      if noise is not None else None)
         self.score_informed = bool(getattr(self.phase, "score_informed", False))
         self._note_rows = 0  # rows of the last notes roll pushed (flush feeds as many silent ones)
         self._n = -1
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new stream (phase, iSTFT, the delays to drop)."""
+    def reset(self, reseed: bool = True) -> None:
+        """Start a new stream (phase, iSTFT, the delays to drop; the texture noise from its seed, or going on
+        with its generator when ``reseed`` is False)."""
         self.phase.reset()
         self.istft.reset()
+        if self.noise is not None:
+            self.noise.reset(reseed)
         self._skip_frames = self.delay_frames if self.drop_delay else 0
         self._skip_samples = int(self.istft.delay_samples) if self.drop_delay else 0
 
@@ -137,6 +146,14 @@ class AudioStage:
         bent = bend is not None and bool(np.any(np.abs(bend) >= BEND_EPS))
         if bent:
             mag = warp_frames(mag, bend, out=self._warp)
+        if self.noise is None:
+            return self._phase(mag, notes, bend, bent)
+        self.noise.prepare(mag)
+        return self.noise.add(self._phase(mag, notes, bend, bent))
+
+    def _phase(self, mag: np.ndarray, notes: np.ndarray | None, bend: np.ndarray | None, bent: bool) -> np.ndarray:
+        """mag (n_bins, n) -> the phase stage's spectrum (n_bins, n), the score-informed f0s bent frame by frame."""
+        n = mag.shape[1]
         if not self.score_informed:
             return self.phase.process(mag, out=self._spec)
         ratios = 2.0 ** (np.asarray(bend, np.float64) / 12.0) if bent else None
@@ -185,8 +202,9 @@ class OfflineAudio:
     """Offline audio stage: log1p-power chunks -> audio of exactly ``n_samples`` samples, the
     :class:`AudioStage` with its delays dropped (``name``: rtpghi | rtisila). ``push`` returns new arrays."""
 
-    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int, trim_hops: int = 0):
-        self.stage = AudioStage(audio_cfg, render_cfg, phase=name, trim_hops=trim_hops, drop_delay=True)
+    def __init__(self, name: str, audio_cfg: Any, render_cfg: Any, n_samples: int, trim_hops: int = 0,
+                 noise: NoiseTable | None = None):
+        self.stage = AudioStage(audio_cfg, render_cfg, phase=name, trim_hops=trim_hops, drop_delay=True, noise=noise)
         self.remaining = n_samples
 
     def _emit(self, audio: np.ndarray) -> np.ndarray:

@@ -10,8 +10,10 @@
   (``window``). Its delay ``L`` is the backend's ``lookahead_frames`` (read from the model there, once).
 - :class:`~rtperformer.voice.audio_stage.AudioStage` (rtperformer/voice/audio_stage.py):
   :func:`rtperformer.dsp.to_magnitude` (the one numpy log1p inversion), the pitch-bend frequency warp, the
-  streaming phase (RTPGHI or RTISI-LA, delay ``d``) and the streaming iSTFT (``n_fft//2 - trim_hops*hop``
-  samples of delay); :class:`~rtperformer.voice.audio_stage.OfflineAudio` is it with the delays dropped.
+  streaming phase (RTPGHI or RTISI-LA, delay ``d``), the texture noise (``render.noise``: the model's
+  noise.json, :mod:`rtperformer.dsp.noise`; seeded, no delay) and the streaming iSTFT (``n_fft//2 -
+  trim_hops*hop`` samples of delay); :class:`~rtperformer.voice.audio_stage.OfflineAudio` is it with the
+  delays dropped.
 - :class:`Voice` (live, one per instrument of :class:`rtperformer.live.engine.Engine`): pianoroll -> model
   stage -> audio stage -> gate and gains. The audio stage also gets the held-note roll (the input's first
   ``n_pitches`` rows, delayed by the model's ``L`` frames to line up with its output): RTPGHI takes the
@@ -220,7 +222,8 @@ class Voice:
                               max_frames=max(n_step, 1), bend=bend_spec(inst.cfg.model, a, cfg.serve.pitch_bend_range))
         # model.bend_warp: the audio stage warps the model's frames by the roll's bend row, frame by frame
         self.bend_warp = bool(getattr(inst.cfg.model, "bend_warp", True))
-        self.audio = AudioStage(a, cfg.render, trim_hops=cfg.serve.istft_trim_hops)
+        noise = getattr(inst.model, "noise_table", None) if cfg.render.noise else None  # texture (dsp/noise.py)
+        self.audio = AudioStage(a, cfg.render, trim_hops=cfg.serve.istft_trim_hops, noise=noise)
         if mode == "streaming":
             if inst.cfg.model.form != "streaming":
                 raise UserError(f"model '{inst.name}' has the {inst.cfg.model.form} form, which cannot stream; "
@@ -275,7 +278,7 @@ class Voice:
     def wake(self) -> None:
         """Restart a closed voice from silence (state, phase, iSTFT at steady window sum)."""
         self.model.reset(self.silence_state)
-        self.audio.reset()
+        self.audio.reset(reseed=False)  # the texture noise goes on: a new phrase does not replay the last one's
         if self._notes is not None:
             self._notes[:] = 0.0
         warm = self.audio.istft.span // self.hop - 1  # earlier frames whose synthesis reaches the next output sample
