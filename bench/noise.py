@@ -202,6 +202,9 @@ def fit(inst: str, corpus: str, n_pieces: int, seconds: float, rounds: int, low_
         "seconds": round(time.time() - t0, 1),
     }
     d = resolve_model_dir(inst)
+    import hashlib
+
+    fitinfo["model_sha256"] = hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest()  # the weights fitted
     data = table.to_dict(fitinfo)
     atomic_write(d / "noise.json", lambda p: Path(p).write_text(json.dumps(data, indent=1) + "\n"))
     write_json(data, RESULTS / f"fit-{inst}.json")

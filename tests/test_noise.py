@@ -137,7 +137,10 @@ def test_live_engine_equals_offline_render_with_noise_on(tmp_path):
 
 
 def test_shipped_noise_tables_fit_their_models():
-    """violin and flute ship a texture table that loads against their own config (cello has none: models/README.md)."""
+    """violin and flute ship a texture table that loads against their own config and was fitted to the
+    weights shipped beside it (cello has none: models/README.md, "Texture")."""
+    import hashlib
+
     from rtperformer import paths
     from rtperformer.dsp.noise import find_noise_table
 
@@ -145,6 +148,10 @@ def test_shipped_noise_tables_fit_their_models():
         d = paths.find_model(name)
         cfg = load_config(d / "config.yaml")
         assert find_noise_table(d, cfg.audio).instrument == name
+        fitted = json.loads((d / "noise.json").read_text())["fit"]["model_sha256"]
+        assert fitted == hashlib.sha256((d / "model.safetensors").read_bytes()).hexdigest(), (
+            f"models/{name}/model.safetensors changed since its noise.json was fitted: refit it with "
+            f"`.venv/bin/python bench/noise.py --fit --low-hz 300 --instruments {name}` (~2 min, 1 thread)")
     assert find_noise_table(paths.find_model("cello"), load_config(paths.find_model("cello") / "config.yaml").audio) is None
 
 
