@@ -180,7 +180,8 @@ def attack(instrument: str, models: dict) -> dict:
     from rtperformer.learn.data.humanize import Performance, PNote
     from rtperformer.learn.data.synth import Renderer, default_patch
     from rtperformer.learn.evaluate import model_frames, synthesize
-    from rtperformer.roll.rolls import notes_to_rolls, seconds_to_frame, stack_inputs
+    from rtperformer.roll.notes import notes_to_rolls
+    from rtperformer.roll.rolls import seconds_to_frame, stack_inputs
     from study_attack import CURVE, LEAD_S, NOTE_S, VELOCITY, curve, frame_level_db
 
     cfg = next(iter(models.values()))[1]
