@@ -146,13 +146,11 @@ def _run(args) -> int:
     import torch
 
     from rtperformer.audio.output import PacedOutput
-    from rtperformer.audio.recorder import WavRecorder
-    from rtperformer.audio.ring import AudioRing
     from rtperformer.midi.queue import MidiQueue
     from rtperformer.config import Config, load_config
     from rtperformer.live.engine import Engine, load_instruments
     from rtperformer.midi.sources import FileReplaySource, read_midi_messages
-    from rtperformer.live.session import RING_FRAMES, LiveSession
+    from rtperformer.live.session import LiveSession
 
     cfg = load_config(args.config) if args.config else Config()
     if args.mode:
@@ -205,24 +203,25 @@ def _run(args) -> int:
         print(f"demo: playing through {dev_info['name']} ({hostapi})", flush=True)
     print(f"demo: loading engine ({cfg.render.mode} mode; {note})", flush=True)
     engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-    ring = AudioRing(RING_FRAMES, 1)
-    record_ring = AudioRing(rate * 4, channels)
     wav_path = out_dir / "demo.wav"
     low_rt = 1 if cfg.serve.realtime_priority > 0 else 0
-    recorder = WavRecorder(wav_path, rate, channels, ring=record_ring, realtime_priority=low_rt)
     events = MidiQueue(int(cfg.serve.event_queue))
-    if device is None:
-        output = PacedOutput(ring, rate, block, channels, record_ring=record_ring,
-                             realtime_priority=int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0)
-    else:
+
+    def make_output(ring, record_ring):
+        if device is None:
+            rt = int(cfg.serve.realtime_priority) + 1 if cfg.serve.realtime_priority else 0
+            return PacedOutput(ring, rate, block, channels, record_ring=record_ring, realtime_priority=rt)
         from rtperformer.audio.output import AudioOutput
 
-        output = AudioOutput(ring, rate, block, channels, device=device, record_ring=record_ring)
-        output.open()
+        out = AudioOutput(ring, rate, block, channels, device=device, record_ring=record_ring)
+        out.open()
+        return out
+
+    session = LiveSession.assemble(engine, cfg, events, rate, channels, make_output, record=str(wav_path),
+                                   where="paced" if device is None else "device", quiet=not sys.stderr.isatty())
+    ring, output, recorder = session.ring, session.output, session.recorder
     replay = FileReplaySource(events, output.sample_clock, messages, start_delay=0.3, realtime_priority=low_rt)
-    backends = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}" for k, v in engine.voices.items())
-    session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
-                          backend_name=f"{'paced' if device is None else 'device'}/{cfg.render.mode}/{backends}", quiet=not sys.stderr.isatty())
+    backends = session.backend_name.rsplit("/", 1)[-1]
     duration = messages[-1].time + 0.3
     print(f"demo: replaying {midi.name if midi.is_file() else 'phrase'} ({duration:.1f} s) in real time", flush=True)
     t0 = time.perf_counter()

@@ -17,11 +17,9 @@ import threading
 import time
 from pathlib import Path
 
-from rtperformer.audio.recorder import WavRecorder
-from rtperformer.audio.ring import AudioRing
 from rtperformer.config import Config
 from rtperformer.midi.queue import MidiQueue
-from rtperformer.live.session import EXIT_AUDIO_LOST, RING_FRAMES, LiveSession
+from rtperformer.live.session import EXIT_AUDIO_LOST, LiveSession
 
 
 def midi_status(source, events: MidiQueue, engine) -> str:
@@ -93,7 +91,6 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
     else:
         source = RtMidiSource(events, clock, api, port=midi_port, virtual=virtual, client_name=client_name,
                               armed=False)
-    output = None
     recorder = None
     session = None
     ran = False
@@ -105,19 +102,16 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         from rtperformer.live.engine import Engine
 
         engine = Engine(instruments, cfg, out_rate=rate, schedule="asap")
-        ring = AudioRing(RING_FRAMES, 1)
-        record_ring = None
-        if record:
-            record_ring = AudioRing(rate * 4, channels)
-            recorder = WavRecorder(record, rate, channels, ring=record_ring,
-                                   realtime_priority=1 if cfg.serve.realtime_priority > 0 else 0)
-        output = AudioOutput(ring, rate, block, channels, device=dev_index, record_ring=record_ring)
-        output.open()
-        holder["output"] = output
-        names = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}"
-                         for k, v in sorted(engine.voices.items()))
-        session = LiveSession(engine, output, ring, events, cfg, record_ring, recorder,
-                              backend_name=f"{'jack' if hostapi == JACK_HOSTAPI else hostapi}/{cfg.render.mode}/{names}", quiet=quiet)
+
+        def make_output(ring, record_ring):
+            out = AudioOutput(ring, rate, block, channels, device=dev_index, record_ring=record_ring)
+            holder["output"] = out
+            out.open()
+            return out
+
+        session = LiveSession.assemble(engine, cfg, events, rate, channels, make_output, record=record,
+                                       where="jack" if hostapi == JACK_HOSTAPI else hostapi, quiet=quiet)
+        recorder = session.recorder
         stop = session.stop_event
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a closed terminal ends cleanly too
             signal.signal(sig, lambda *_: stop.set())
@@ -155,7 +149,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
         if recorder is not None:
             recorder.close()
         if not ran and not lost:  # leaving with an error: nothing to report
-            _close_clients(source, output)
+            _close_clients(source, holder.get("output"))
     try:
         _report(session, recorder, latency_log, quiet, hostapi)
     finally:
@@ -167,7 +161,7 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
             os._exit(EXIT_AUDIO_LOST)
         # JACK clients last: whatever a library's teardown does, the take, the latency log and the
         # summary line are already written.
-        _close_clients(source, output)
+        _close_clients(source, holder.get("output"))
     return 0
 
 

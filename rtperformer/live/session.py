@@ -94,6 +94,30 @@ class LiveSession:
     (:class:`rtperformer.audio.pacing.Pacer`).
     """
 
+    @classmethod
+    def assemble(cls, engine, cfg: Config, events: MidiQueue, rate: int, channels: int, make_output,
+                 record: str | None = None, where: str = "", quiet: bool = False) -> "LiveSession":
+        """The session around ``engine`` as ``serve`` and the demo wire it: the mono mix ring, the take
+        (a ``rate * 4``-frame record ring and a :class:`WavRecorder` at ``record``, when given), the output
+        ``make_output(ring, record_ring)`` (opened by it) and a status label ``where/mode/instrument:backend``.
+        A failure after the take was created deletes it (nothing half-written)."""
+        ring = AudioRing(RING_FRAMES, 1)
+        record_ring = recorder = None
+        if record:
+            record_ring = AudioRing(rate * 4, channels)
+            recorder = WavRecorder(record, rate, channels, ring=record_ring,
+                                   realtime_priority=1 if cfg.serve.realtime_priority > 0 else 0)
+        try:
+            output = make_output(ring, record_ring)
+        except BaseException:
+            if recorder is not None:
+                recorder.close(keep=False)
+            raise
+        names = ",".join(f"{k}:{getattr(getattr(v, 'backend', None), 'name', 'torch')}"
+                         for k, v in sorted(engine.voices.items()))
+        return cls(engine, output, ring, events, cfg, record_ring, recorder,
+                   backend_name=f"{where}/{cfg.render.mode}/{names}", quiet=quiet)
+
     def __init__(self, engine, output, ring: AudioRing, events: MidiQueue, cfg: Config,
                  record_ring: AudioRing | None = None, recorder: WavRecorder | None = None,
                  backend_name: str = "", quiet: bool = False):
