@@ -83,9 +83,16 @@ def fit_pieces(inst: str, corpus: str, n_pieces: int, seconds: float):
         pid = p["id"]
         enc, y, _ = ds.piece_cache(Path(corpus) / inst / pid, "expressive", cfg, rate)
         pos = ds.position_cache(Path(corpus) / inst / pid, "expressive", cfg, rate, enc) if ds.needs_positions(cfg) else None
-        x = ds.decode_inputs(np.asarray(enc), cfg.model, pos)
+        bend = ds.piece_bend(corpus, inst, pid, cfg)  # the render's vibrato (None: a corpus without bend rows)
+        if bend is None:
+            bend = np.zeros(np.asarray(y).shape[1], np.float32)
+        x = ds.decode_inputs(np.asarray(enc), cfg.model, pos, bend)
         x, y = np.asarray(x, np.float32)[:, :T], np.asarray(y, np.float32)[:, :T]
         mf = model_frames(model, x)
+        if getattr(cfg.model, "bend_warp", True):  # as the voice chain plays it: the frames bent by the vibrato
+            from rtperformer.voice.audio_stage import warp_features
+
+            mf = warp_features(mf, bend[: mf.shape[1]], cfg.audio.power_scale)
         out.append((pid, x, power_from_features(y, cfg.audio.power_scale),
                     power_from_features(mf, cfg.audio.power_scale), mf))
     return model, cfg, out
