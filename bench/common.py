@@ -150,3 +150,34 @@ def run_in_batches(jobs: list[tuple[str, list[str]]], parallel: int, what: str) 
         for name, p in batch:
             if p.wait() != 0:
                 sys.exit(f"{what} failed for {name}")
+
+
+def onnx_step_cost(models: dict, steps: int, rounds: int) -> dict:
+    """CPU time of one 1-frame ONNX Runtime step (the live path) for each of ``models`` ({name: (model, cfg)}),
+    interleaved in ``rounds`` on the same machine (process CPU time: a shared machine disturbs it less).
+    Returns {name: {"inputs", "step_cpu_us": [per round], "median_step_cpu_us"}}."""
+    import numpy as np
+    import torch
+
+    from rtperformer.backends import make_backend
+    from rtperformer.roll.rolls import input_channels
+
+    torch.set_num_threads(1)
+    backs, out = {}, {}
+    for name, (model, cfg) in models.items():
+        b = make_backend("onnx", model, cfg, chunk=1)
+        b.warmup()
+        backs[name] = (b, input_channels(cfg.model))
+        out[name] = {"inputs": input_channels(cfg.model), "step_cpu_us": []}
+    for _ in range(rounds):
+        for name, (b, c) in backs.items():
+            x = np.zeros((1, c, 1), np.float32)
+            x[0, 60] = 1.0
+            st = b.init_state()
+            t0 = time.process_time()
+            for _ in range(steps):
+                _, st = b.step(x, st)
+            out[name]["step_cpu_us"].append((time.process_time() - t0) / steps * 1e6)
+    for v in out.values():
+        v["median_step_cpu_us"] = float(np.median(v["step_cpu_us"]))
+    return out

@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from common import num, read_json, run_in_batches, write_json  # noqa: E402
+from common import num, onnx_step_cost, read_json, run_in_batches, write_json  # noqa: E402
 
 OUT = REPO / "out" / "study_attack"
 RESULTS = REPO / "bench" / "results" / "study_attack"
@@ -297,36 +296,20 @@ def corpus_alignment(names: list[str], max_pieces: int = 6, max_seconds: float =
 def step_cost(steps: int = 1500, rounds: int = 5) -> dict:
     """CPU time of one 1-frame ONNX Runtime step (the live path), today's inputs vs + note-position inputs,
     interleaved in rounds on the same machine (process CPU time: a shared machine disturbs it less), and
-    the first contour conv's multiply-adds per frame."""
-    import torch
-
-    from rtperformer.backends import make_backend
+    each model's parameter count."""
     from rtperformer.config import load_config
     from rtperformer.model import build_model
     from rtperformer.model.performancenet import count_parameters
-    from rtperformer.roll.rolls import input_channels
 
-    torch.set_num_threads(1)
-    out = {}
-    backs = {}
+    models, extra = {}, {}
     for name, path in (("today", REPO / CONFIG), ("position", Path(run_config("pos")))):
         cfg = load_config(path)
         model = build_model(cfg).eval()
-        b = make_backend("onnx", model, cfg, chunk=1)
-        b.warmup()
-        backs[name] = (b, input_channels(cfg.model))
-        out[name] = {"inputs": input_channels(cfg.model), "params": count_parameters(model), "step_cpu_us": []}
-    for _ in range(rounds):
-        for name, (b, c) in backs.items():
-            x = np.zeros((1, c, 1), np.float32)
-            x[0, 60] = 1.0
-            st = b.init_state()
-            t0 = time.process_time()
-            for _ in range(steps):
-                _, st = b.step(x, st)
-            out[name]["step_cpu_us"].append((time.process_time() - t0) / steps * 1e6)
-    for v in out.values():
-        v["median_step_cpu_us"] = float(np.median(v["step_cpu_us"]))
+        models[name] = (model, cfg)
+        extra[name] = count_parameters(model)
+    out = onnx_step_cost(models, steps, rounds)
+    for name, v in out.items():
+        v["params"] = extra[name]
     return out
 
 

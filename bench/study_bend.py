@@ -33,7 +33,6 @@ import argparse
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
-from common import write_json  # noqa: E402
+from common import onnx_step_cost, write_json  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "study_bend"
 TONE = {"violin": 69, "cello": 50, "flute": 76}
@@ -235,30 +234,8 @@ def attack(instrument: str, models: dict) -> dict:
 
 
 def step_cost(models: dict, steps: int = 1000, rounds: int = 5) -> dict:
-    import torch
-
-    from rtperformer.backends import make_backend
-    from rtperformer.roll.rolls import input_channels
-
-    torch.set_num_threads(1)
-    backs, out = {}, {}
-    for name, (model, cfg) in models.items():
-        b = make_backend("onnx", model, cfg, chunk=1)
-        b.warmup()
-        backs[name] = (b, input_channels(cfg.model))
-        out[name] = {"inputs": input_channels(cfg.model), "step_cpu_us": []}
-    for _ in range(rounds):
-        for name, (b, c) in backs.items():
-            x = np.zeros((1, c, 1), np.float32)
-            x[0, 60] = 1.0
-            st = b.init_state()
-            t0 = time.process_time()
-            for _ in range(steps):
-                _, st = b.step(x, st)
-            out[name]["step_cpu_us"].append((time.process_time() - t0) / steps * 1e6)
-    for v in out.values():
-        v["median_step_cpu_us"] = float(np.median(v["step_cpu_us"]))
-    return out
+    """1-frame ONNX step CPU time of each model (bench/common.py's onnx_step_cost)."""
+    return onnx_step_cost(models, steps, rounds)
 
 
 def main(argv=None) -> int:
