@@ -142,28 +142,28 @@ def curve(levels: np.ndarray, f: int) -> np.ndarray:
     return levels[f + CURVE[0]:f + CURVE[1]] - held
 
 
-def isolated_notes(names: list[str]) -> dict:
-    import torch
-
+def measure_isolated(instrument: str, pitches: list[int], models: dict, example_pitch: int | None = None):
+    """Isolated notes (``pitches``, velocity VELOCITY, NOTE_S long, note-ons at varying places inside a hop)
+    from FluidSynth (the instrument's target soundfont), its true frames through the offline chain
+    ("oracle") and each of ``models`` ({name: (model, cfg)}) through the same chain (with the held notes for
+    the score-informed phase). Returns (per-system lists {"first_ms", "onset10_ms", "curve_db"}, the
+    example note's {"pitch", "on", "audio"} or {})."""
     from latency import FIRST_SOUND_FRACTION, detect_onset
+    from rtperformer.dsp.features import log_power
     from rtperformer.learn.data.humanize import Performance, PNote
     from rtperformer.learn.data.synth import Renderer, default_patch
-    from rtperformer.dsp.features import log_power
     from rtperformer.learn.evaluate import model_frames, synthesize
-    from rtperformer.model.checkpoint import load_model
     from rtperformer.roll.notes import notes_to_rolls
     from rtperformer.roll.rolls import seconds_to_frame, stack_inputs
 
-    torch.set_num_threads(1)
-    models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}
     cfg = next(iter(models.values()))[1]
     a = cfg.audio
     sr = a.sample_rate
-    ren = Renderer(default_patch("violin"), sr)
+    ren = Renderer(default_patch(instrument), sr)
     systems = ["fluidsynth", "oracle", *models]
     per = {s: {"first_ms": [], "onset10_ms": [], "curve_db": []} for s in systems}
     example = {}
-    for i, p in enumerate(PITCHES):
+    for i, p in enumerate(pitches):
         start = LEAD_S + (i * 37) / sr  # note-ons at varying places inside a hop
         perf = Performance([PNote(start, start + NOTE_S, p, VELOCITY)], [], start + NOTE_S)
         fs = ren.render(perf, tail=0.3)
@@ -174,32 +174,53 @@ def isolated_notes(names: list[str]) -> dict:
         frames = {"fluidsynth": feats, "oracle": feats}
         for n, (model, mcfg) in models.items():
             rolls = notes_to_rolls(perf.notes, [], a, n_frames=feats.shape[1])
-            y = model_frames(model, stack_inputs(rolls, mcfg.model))
+            x = stack_inputs(rolls, mcfg.model)
+            y = model_frames(model, x)
             frames[n] = y
-            audio[n] = synthesize(y, mcfg, len(fs))
+            audio[n] = synthesize(y, mcfg, len(fs), notes=x[: mcfg.model.n_pitches])
         for s in systems:
             first, _ = detect_onset(audio[s], on, off, sr, FIRST_SOUND_FRACTION)
             ten, _ = detect_onset(audio[s], on, off, sr)
             per[s]["first_ms"].append(None if first is None else (first - on) * 1e3 / sr)
             per[s]["onset10_ms"].append(None if ten is None else (ten - on) * 1e3 / sr)
             per[s]["curve_db"].append(curve(frame_level_db(frames[s], a.power_scale), f0).tolist())
-        if p == 69:
+        if p == example_pitch:
             example = {"pitch": p, "on": on, "audio": audio}
-    out = {"pitches": PITCHES, "velocity": VELOCITY, "note_s": NOTE_S, "curve_frames": list(range(*CURVE)),
-           "per_note": per, "summary": {}}
-    for s in systems:
+    return per, example
+
+
+def summarize_isolated(per: dict) -> dict:
+    """Per system: median first sound and 10 % point (ms after the note-on), their median per-note difference
+    to FluidSynth's, and the number of notes measured."""
+    out = {}
+    for s in per:
         f = np.array([v for v in per[s]["first_ms"] if v is not None])
         t = np.array([v for v in per[s]["onset10_ms"] if v is not None])
         d40 = [m - r for m, r in zip(per[s]["first_ms"], per["fluidsynth"]["first_ms"]) if None not in (m, r)]
         d10 = [m - r for m, r in zip(per[s]["onset10_ms"], per["fluidsynth"]["onset10_ms"]) if None not in (m, r)]
-        out["summary"][s] = {
+        out[s] = {
             "first_median_ms": float(np.median(f)) if len(f) else None,
             "onset10_median_ms": float(np.median(t)) if len(t) else None,
             "first_minus_target_median_ms": float(np.median(d40)) if d40 else None,
             "onset10_minus_target_median_ms": float(np.median(d10)) if d10 else None,
             "notes": int(len(t)),
-            "curve_db": np.mean(np.array(per[s]["curve_db"]), 0).round(2).tolist(),
         }
+    return out
+
+
+def isolated_notes(names: list[str]) -> dict:
+    import torch
+
+    from rtperformer.model.checkpoint import load_model
+
+    torch.set_num_threads(1)
+    models = {n: load_model(model_dir(n))[:2] for n in names if (model_dir(n) / "model.safetensors").is_file()}
+    sr = next(iter(models.values()))[1].audio.sample_rate
+    per, example = measure_isolated("violin", PITCHES, models, example_pitch=69)
+    out = {"pitches": PITCHES, "velocity": VELOCITY, "note_s": NOTE_S, "curve_frames": list(range(*CURVE)),
+           "per_note": per, "summary": summarize_isolated(per)}
+    for s, v in out["summary"].items():
+        v["curve_db"] = np.mean(np.array(per[s]["curve_db"]), 0).round(2).tolist()
     if example:
         plot_example(example, sr, RESULTS / "attack.png")
     return out

@@ -173,63 +173,21 @@ def expression(instrument: str, models: dict) -> dict:
 
 
 def attack(instrument: str, models: dict) -> dict:
+    """21 isolated notes over the instrument's range (bench/study_attack.py's measure): first sound, 10 % point
+    and the attack gap (dB, frames 0-3 from the onset frame, model minus FluidSynth)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from latency import FIRST_SOUND_FRACTION, detect_onset
-    from rtperformer.dsp.features import log_power
-    from rtperformer.learn.data.humanize import Performance, PNote
-    from rtperformer.learn.data.synth import Renderer, default_patch
-    from rtperformer.learn.evaluate import model_frames, synthesize
-    from rtperformer.roll.notes import notes_to_rolls
-    from rtperformer.roll.rolls import seconds_to_frame, stack_inputs
-    from study_attack import CURVE, LEAD_S, NOTE_S, VELOCITY, curve, frame_level_db
+    from study_attack import CURVE, measure_isolated, summarize_isolated
 
-    cfg = next(iter(models.values()))[1]
-    a = cfg.audio
-    sr = a.sample_rate
     lo, hi = RANGE[instrument]
     pitches = [int(p) for p in np.round(np.linspace(lo, hi, 21))]
-    ren = Renderer(default_patch(instrument), sr)
-    systems = ["fluidsynth", "oracle", *models]
-    per = {s: {"first_ms": [], "onset10_ms": [], "curve_db": []} for s in systems}
-    for i, p in enumerate(pitches):
-        start = LEAD_S + (i * 37) / sr
-        perf = Performance([PNote(start, start + NOTE_S, p, VELOCITY)], [], start + NOTE_S)
-        fs = ren.render(perf, tail=0.3)
-        on, off = int(round(start * sr)), int(round((start + NOTE_S) * sr))
-        feats = log_power(fs, a)
-        f0 = seconds_to_frame(start, a)
-        audio = {"fluidsynth": fs, "oracle": synthesize(feats, cfg, len(fs))}
-        frames = {"fluidsynth": feats, "oracle": feats}
-        for n, (model, mcfg) in models.items():
-            rolls = notes_to_rolls(perf.notes, [], a, n_frames=feats.shape[1])
-            x = stack_inputs(rolls, mcfg.model)
-            y = model_frames(model, x)
-            frames[n] = y
-            audio[n] = synthesize(y, mcfg, len(fs), notes=x[: mcfg.model.n_pitches])
-        for s in systems:
-            first, _ = detect_onset(audio[s], on, off, sr, FIRST_SOUND_FRACTION)
-            ten, _ = detect_onset(audio[s], on, off, sr)
-            per[s]["first_ms"].append(None if first is None else (first - on) * 1e3 / sr)
-            per[s]["onset10_ms"].append(None if ten is None else (ten - on) * 1e3 / sr)
-            per[s]["curve_db"].append(curve(frame_level_db(frames[s], a.power_scale), f0).tolist())
-    out = {"instrument": instrument, "pitches": pitches, "summary": {}}
+    per, _ = measure_isolated(instrument, pitches, models)
+    out = {"instrument": instrument, "pitches": pitches, "summary": summarize_isolated(per)}
     k0 = -CURVE[0]
-    for s in systems:
-        f = np.array([v for v in per[s]["first_ms"] if v is not None])
-        t = np.array([v for v in per[s]["onset10_ms"] if v is not None])
-        d40 = [m - r for m, r in zip(per[s]["first_ms"], per["fluidsynth"]["first_ms"]) if None not in (m, r)]
-        d10 = [m - r for m, r in zip(per[s]["onset10_ms"], per["fluidsynth"]["onset10_ms"]) if None not in (m, r)]
+    cf = np.mean(np.array(per["fluidsynth"]["curve_db"]), 0)
+    for s, v in out["summary"].items():
         cv = np.mean(np.array(per[s]["curve_db"]), 0)
-        cf = np.mean(np.array(per["fluidsynth"]["curve_db"]), 0)
-        out["summary"][s] = {
-            "first_median_ms": float(np.median(f)) if len(f) else None,
-            "onset10_median_ms": float(np.median(t)) if len(t) else None,
-            "first_minus_target_median_ms": float(np.median(d40)) if d40 else None,
-            "onset10_minus_target_median_ms": float(np.median(d10)) if d10 else None,
-            "attack_gap_db": float(np.mean(cv[k0:k0 + 4] - cf[k0:k0 + 4])),
-            "notes": int(len(t)),
-        }
-        print(f"{instrument} attack {s}: {out['summary'][s]}", flush=True)
+        v["attack_gap_db"] = float(np.mean(cv[k0:k0 + 4] - cf[k0:k0 + 4]))
+        print(f"{instrument} attack {s}: {v}", flush=True)
     return out
 
 
