@@ -160,8 +160,15 @@ def serve(cfg: Config, instruments, midi_api: str | None, midi_port: str | None,
             # whose JACK server died, so leave without running it.
             os._exit(EXIT_AUDIO_LOST)
         # JACK clients last: whatever a library's teardown does, the take, the latency log and the
-        # summary line are already written.
-        _close_clients(source, holder.get("output"))
+        # summary line are already written. A JACK MIDI input is not closed: rtmidi's close races its own
+        # process callback (RtMidiSource.close); the process ends without finalisers and the JACK server
+        # drops its clients, as for any client that exits.
+        jack_midi = bool(getattr(source, "on_jack", False))
+        _close_clients(source, holder.get("output"), keep_midi=jack_midi)
+        if jack_midi:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
     return 0
 
 
@@ -190,10 +197,14 @@ def _report(session, recorder, latency_log, quiet: bool, hostapi) -> None:
         sys.stderr.flush()
 
 
-def _close_clients(source, output) -> None:
-    """Close the MIDI input's clients (rtmidi, the port watch), then the audio stream's."""
+def _close_clients(source, output, keep_midi: bool = False) -> None:
+    """Close the MIDI input's clients (rtmidi, the port watch; with ``keep_midi`` only the watch), then the
+    audio stream's."""
     try:
-        source.close()
+        if keep_midi:
+            source.close_watch()
+        else:
+            source.close()
     finally:
         if output is not None:
             output.close()

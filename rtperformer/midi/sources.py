@@ -252,13 +252,27 @@ class RtMidiSource:
         self.queue.push(self.clock(), event[0], time.perf_counter())
         self.received += 1
 
-    def close(self) -> None:
+    @property
+    def on_jack(self) -> bool:
+        """Whether the input is a JACK client of rtmidi's (see :meth:`close`)."""
+        return self.api == "jack" and self._in is not None
+
+    def close_watch(self) -> None:
+        """Close the port watch's own JACK client (never activated: safe at any time)."""
         if self._jack_query is not None:
             try:
                 self._jack_query.close()
             except Exception:
                 pass
             self._jack_query = None
+
+    def close(self) -> None:
+        """Close the port and rtmidi's client. On JACK this races rtmidi's process callback: RtMidi's
+        ``MidiInJack::closePort`` unregisters the port while the client is active and its process thread
+        may be reading that port's buffer (a segfault in ``close_port``, seen in about one full test run
+        in four). ``serve`` therefore leaves a JACK input open at its normal exit and ends the process
+        without running finalisers (rtmidi's destructor closes the port the same way)."""
+        self.close_watch()
         if self._in is not None:
             try:
                 self._in.cancel_callback()
