@@ -111,9 +111,9 @@ def _xorshift_phase(rng):
 
 
 @njit(cache=True, nogil=True)
-def _score_partials(notes, j, lookahead, f0_bins, bend_ratio, below_bins, state_notes, partials):
+def _score_partials(notes, j, lookahead, f0_bins, bend_ratios, below_bins, state_notes, partials):
     """The f0s (bins, bend applied) of the notes of the frame computed now into partials[:nf]; nf = 0
-    unless the lowest is below ``below_bins``. With no note held the last held set stays (its release
+    unless the lowest is below ``below_bins``; ``bend_ratios`` (n,) per input frame, or (1,) for all. With no note held the last held set stays (its release
     rings on). With lookahead 1 the frame computed now is the pending one (state_notes row 0), and
     column j becomes the pending one."""
     P = notes.shape[0]
@@ -133,6 +133,7 @@ def _score_partials(notes, j, lookahead, f0_bins, bend_ratio, below_bins, state_
             state_notes[0, p] = notes[p, j]
     nf = 0
     lowest = 1e300
+    bend_ratio = bend_ratios[min(j, bend_ratios.shape[0] - 1)]
     for p in range(P):
         if state_notes[1, p] > 0.0:
             partials[nf] = f0_bins[p] * bend_ratio
@@ -166,14 +167,15 @@ def _score_phase(M, nf, f0s, omega, state_phase, phase, tgrad):
 def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
                   state_mag, state_phase, state_tgrad, have_pending, rng,
                   keys, idx, done, logs_prev, logs_cur, logs_next, tgrad, fgrad, phase, pkeys, porder,
-                  notes, f0_bins, bend_ratio, below_bins, state_notes, partials):
+                  notes, f0_bins, bend_ratios, below_bins, state_notes, partials):
     """Process frames mags (M, n) float32 into out (M, n) complex64.
 
     state_mag (3, M) float64: rows 0 = previous done frame, 1 = pending frame (lookahead 1).
     state_phase, state_tgrad (M,) float64: phase and dphi/dt of the previous done frame.
     have_pending (1,) int64: 1 when row 1 holds a frame waiting for its successor.
     notes (P, n) float32: the held-note roll aligned with mags (P = 0: no score, plain RTPGHI);
-    f0_bins (P,) float64: each pitch's f0 in bins; state_notes (2, P) float32: row 0 = the pending frame's
+    f0_bins (P,) float64: each pitch's f0 in bins; bend_ratios (n,) or (1,) float64: the f0s' bend ratio per
+    input frame (or one for all); state_notes (2, P) float32: row 0 = the pending frame's
     notes (lookahead 1), row 1 = the last held set (kept through the release); partials (P,) scratch.
     """
     M = mags.shape[0]
@@ -197,7 +199,7 @@ def _rtpghi_block(mags, out, lookahead, tol, tgrad_coef, fgrad_coef, omega,
             for k in range(M):
                 state_mag[1, k] = mags[k, j]
             cur_row = 1
-        nf = _score_partials(notes, j, lookahead, f0_bins, bend_ratio, below_bins, state_notes, partials)
+        nf = _score_partials(notes, j, lookahead, f0_bins, bend_ratios, below_bins, state_notes, partials)
         # tolerance relative to the largest coefficient of the frames involved
         mx = 0.0
         for k in range(M):
@@ -303,7 +305,7 @@ class RTPGHI:
 
     Score-informed phase (``score_below_bins`` > 0): with ``notes``, the held-note roll aligned with
     ``mag`` (P <= 128 rows, row = MIDI pitch, > 0 = held), every frame in which a held note's f0 (times
-    :attr:`bend_ratio`) lies below ``score_below_bins`` bins (sample_rate / n_fft each) takes its phase
+    that frame's ``bend_ratios``) lies below ``score_below_bins`` bins (sample_rate / n_fft each) takes its phase
     from the score instead of the heap: each bin advances with the nearest harmonic of the held notes
     and all bins of one harmonic share one phase. Below ~2 bins a note's partials are closer than the
     Hann main lobe's half width, the magnitude's slope no longer says where they are, and RTPGHI puts the
@@ -329,7 +331,7 @@ class RTPGHI:
         self._fgrad_coef = -gamma / (a * N)
         self._omega = TWO_PI * a / N
         self.score_below_bins = float(score_below_bins)
-        self.bend_ratio = 1.0
+        self._unbent = np.ones(1, np.float64)
         bin_hz = audio_cfg.sample_rate / N
         self._f0_bins = 440.0 * 2.0 ** ((np.arange(MAX_PITCHES) - 69) / 12.0) / bin_hz
         self._no_notes = np.zeros((0, 1), np.float32)
@@ -357,11 +359,13 @@ class RTPGHI:
         self._pending[0] = 0
         self._rng[0] = np.uint64(0x9E3779B97F4A7C15 ^ (self.seed * 0x2545F4914F6CDD1D & 0xFFFFFFFFFFFFFFFF)) or np.uint64(1)
 
-    def process(self, mag: np.ndarray, out: np.ndarray | None = None, notes: np.ndarray | None = None) -> np.ndarray:
+    def process(self, mag: np.ndarray, out: np.ndarray | None = None, notes: np.ndarray | None = None,
+                bend_ratios: np.ndarray | None = None) -> np.ndarray:
         """mag (n_bins, n) non-negative float -> complex64 (n_bins, n); see the class docstring for delay.
 
         ``out``: a C-contiguous complex64 (n_bins, n) array to write into (no allocation).
-        ``notes``: (P, n) held-note roll aligned with ``mag`` for the score-informed phase (None: none)."""
+        ``notes``: (P, n) held-note roll aligned with ``mag`` for the score-informed phase (None: none).
+        ``bend_ratios``: (n,) float64, each frame's pitch-bend ratio for the score-informed f0s (None: 1)."""
         if mag.ndim != 2 or mag.shape[0] != self.n_bins:
             raise ValueError(f"RTPGHI.process expects ({self.n_bins}, n) magnitudes, got {mag.shape}")
         mag = np.ascontiguousarray(mag, dtype=np.float32)  # one compiled signature
@@ -377,6 +381,7 @@ class RTPGHI:
         _rtpghi_block(mag, out, self.lookahead, self.tol, self._tgrad_coef, self._fgrad_coef, self._omega,
                       self._state_mag, self._state_phase, self._state_tgrad, self._pending, self._rng,
                       self._keys, self._idx, self._done, s[0], s[1], s[2], s[3], s[4], s[5], self._pkeys, self._porder,
-                      notes, self._f0_bins, float(self.bend_ratio), self.score_below_bins, self._state_notes,
+                      notes, self._f0_bins, self._unbent if bend_ratios is None else bend_ratios,
+                      self.score_below_bins, self._state_notes,
                       self._partials)
         return out

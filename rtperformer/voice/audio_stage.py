@@ -25,26 +25,12 @@ from rtperformer.dsp.phase import make_phase
 from rtperformer.errors import UserError
 
 
-def bend_table(n_bins: int, semitones: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices and weights for a frequency warp by ``semitones``: out[k] = mag[k / r] (linear interp)."""
-    r = 2.0 ** (semitones / 12.0)
-    src = np.arange(n_bins, dtype=np.float64) / r
-    valid = src <= n_bins - 1
-    src = np.minimum(src, n_bins - 1)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, n_bins - 1)
-    w1 = (src - i0).astype(np.float32)
-    w0 = (1.0 - w1) * valid
-    w1 = w1 * valid
-    return np.stack([i0, i1]), w0[:, None].astype(np.float32), w1[:, None].astype(np.float32)
-
-
 BEND_EPS = 1e-4  # semitones: a smaller bend is no bend
 
 
 def warp_frames(mag: np.ndarray, semitones: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Frequency warp of each frame: ``out[k, j] = mag[k / r_j, j]`` (linear interpolation between bins,
-    0 above the top bin), ``r_j = 2 ** (semitones[j] / 12)``: :func:`bend_table` per frame. ``mag``
+    0 above the top bin), ``r_j = 2 ** (semitones[j] / 12)``. ``mag``
     (n_bins, n) float32, ``semitones`` (n,); frames with ``|semitones| < BEND_EPS`` are copied. Returns
     ``out`` (n_bins, n) float32 (a new array when None; it must not be ``mag``)."""
     n_bins, n = mag.shape
@@ -132,7 +118,7 @@ class AudioStage:
             self._n = n
             self._mag = np.empty((self.n_bins, n), np.float32)
             self._warp = np.empty((self.n_bins, n), np.float32)
-            self._col = np.empty((self.n_bins, 1), np.complex64)
+            self._ratios = np.empty(n, np.float64)
             self._spec = np.empty((self.n_bins, n), np.complex64)
             self._audio = np.empty(n * self.hop, np.float32)
 
@@ -152,19 +138,17 @@ class AudioStage:
         return self.noise.add(self._phase(mag, notes, bend, bent))
 
     def _phase(self, mag: np.ndarray, notes: np.ndarray | None, bend: np.ndarray | None, bent: bool) -> np.ndarray:
-        """mag (n_bins, n) -> the phase stage's spectrum (n_bins, n), the score-informed f0s bent frame by frame."""
-        n = mag.shape[1]
+        """mag (n_bins, n) -> the phase stage's spectrum (n_bins, n); the score-informed f0s follow the bend
+        frame by frame."""
         if not self.score_informed:
             return self.phase.process(mag, out=self._spec)
-        ratios = 2.0 ** (np.asarray(bend, np.float64) / 12.0) if bent else None
-        if ratios is None or np.all(ratios == ratios[0]):
-            self.phase.bend_ratio = 1.0 if ratios is None else float(ratios[0])
-            return self.phase.process(mag, out=self._spec, notes=notes)
-        for j in range(n):  # the score-informed f0s follow the bend frame by frame
-            self.phase.bend_ratio = float(ratios[j])
-            col = self.phase.process(mag[:, j : j + 1], out=self._col, notes=None if notes is None else notes[:, j : j + 1])
-            self._spec[:, j] = col[:, 0]
-        return self._spec
+        ratios = None
+        if bent:
+            ratios = self._ratios
+            ratios[:] = bend
+            np.divide(ratios, 12.0, out=ratios)
+            np.power(2.0, ratios, out=ratios)
+        return self.phase.process(mag, out=self._spec, notes=notes, bend_ratios=ratios)
 
     def push(self, features: np.ndarray, notes: np.ndarray | None = None, bend: np.ndarray | None = None) -> np.ndarray:
         """features (n_bins, n) log1p power [, notes (P, n) held-note roll] [, bend (n,) semitones per frame]
